@@ -1,0 +1,7 @@
+"""``python -m ssl_toolkit`` → the command line."""
+
+import sys
+
+from ssl_toolkit.cli import main
+
+sys.exit(main())

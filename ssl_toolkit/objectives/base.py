@@ -1,0 +1,57 @@
+"""The objective interface shared by every loss: `Objective`, `StepContext`, `LossOutput`.
+
+The engine calls ``objective(z, ctx)`` and knows nothing else about the method; see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What an objective may need to know about the current step besides the embeddings.
+
+    Attributes:
+        step: optimizer steps taken so far.
+        progress: ``step / total_steps`` in [0, 1]; drives schedules (temperature, queue start, warm-up).
+        n_global: ``z[:n_global]`` come from full-size (global) views.
+        ids: (B,) dataset indices of the batch, identical for every view.
+        view_kinds: one tag per view, e.g. ``("crop", "crop", "local", ...)``.
+    """
+
+    step: int = 0
+    progress: float = 0.0
+    n_global: int = 2
+    ids: Tensor | None = None
+    view_kinds: tuple[str, ...] = ()
+
+
+@dataclass
+class LossOutput:
+    """A scalar differentiable loss plus detached scalars to log under ``logs``."""
+
+    loss: Tensor
+    logs: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Objective(nn.Module):
+    """Base class of every self-supervised objective.
+
+    Subclasses take keyword-only constructor arguments, normalise and cast to float32 themselves, keep state
+    (queues, per-sample tables) in persistent buffers and learnable things in parameters.
+    """
+
+    def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
+        """Compute the loss.
+
+        Args:
+            z: ``z[v]`` is the un-normalised projector output of view ``v``, global views first.
+            ctx: step information (see `StepContext`).
+
+        Shape:
+            z: V tensors of shape (B, D).
+        """
+        raise NotImplementedError

@@ -1,0 +1,90 @@
+"""SimCLR: NT-Xent for two views, the multi-positive SupCon L_out form for more.
+
+SimCLR (Chen et al., 2020): https://arxiv.org/abs/2002.05709
+SupCon L_out (Khosla et al., 2020): https://arxiv.org/abs/2004.11362
+
+Two views use lightly's `NTXentLoss` unchanged. lightly has no multi-view NT-Xent, so the V > 2 form is
+written here: every embedding is an anchor, its V - 1 other views are positives, every other embedding
+(across processes when gathering) is in the denominator, and the loss is the mean over anchors of the
+mean positive log-likelihood. At V = 2 it is exactly NT-Xent. Inputs are cast to float32 first, so the
+loss is computed in fp32 under autocast (lightly does not cast).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightly.loss import NTXentLoss
+from lightly.utils import dist as lightly_dist
+from torch import Tensor
+
+from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext
+
+
+class SimCLR(Objective):
+    """NT-Xent (V = 2) / SupCon L_out with instance labels (V > 2).
+
+    Args:
+        temperature: softmax temperature τ (SimCLR's ImageNet default 0.1; lightly's default 0.5).
+        gather_distributed: use the embeddings of every process as negatives, keeping their gradients.
+    """
+
+    def __init__(self, *, temperature: float = 0.1, gather_distributed: bool = True) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"simclr: temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+        self.gather_distributed = gather_distributed
+        self._ntxent = NTXentLoss(temperature=self.temperature, gather_distributed=gather_distributed)
+
+    def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
+        """Shape: z is V >= 2 tensors of shape (B, D); returns a scalar loss."""
+        if len(z) < 2:
+            raise ValueError(f"simclr needs at least 2 views, got {len(z)}")
+        z = [v.float() for v in z]
+        if len(z) == 2:
+            loss = self._ntxent(z[0], z[1])
+        else:
+            loss = multiview_ntxent(z, self.temperature, gather_distributed=self.gather_distributed)
+        return LossOutput(loss=loss, logs={"temperature": torch.tensor(self.temperature)})
+
+
+def multiview_ntxent(z: list[Tensor], temperature: float, *, gather_distributed: bool = False) -> Tensor:
+    """SupCon L_out with instance labels over V views; equals NT-Xent at V = 2.
+
+    Shape:
+        z: V tensors of shape (B, D), un-normalised. Returns a scalar.
+    """
+    n_views, batch = len(z), z[0].shape[0]
+    u = [F.normalize(v, dim=1) for v in z]
+    world, rank = 1, 0
+    if gather_distributed and lightly_dist.world_size() > 1:
+        world, rank = lightly_dist.world_size(), lightly_dist.rank()
+        u_all = [torch.cat(lightly_dist.gather(v), dim=0) for v in u]  # V x (W*B, D), grads kept
+    else:
+        u_all = u
+    anchors = torch.cat(u, dim=0)  # (V*B, D)
+    candidates = torch.cat(u_all, dim=0)  # (V*W*B, D), view-major
+    logits = anchors @ candidates.T / temperature  # (V*B, V*W*B)
+
+    device = logits.device
+    global_b = world * batch
+    local = torch.arange(batch, device=device) + rank * batch  # position of local samples in a view block
+    view = torch.arange(n_views, device=device)
+    self_col = (view[:, None] * global_b + local[None, :]).reshape(-1)  # (V*B,)
+    rows = torch.arange(n_views * batch, device=device)
+    logits = logits.masked_fill(
+        torch.zeros_like(logits, dtype=torch.bool).index_put_(
+            (rows, self_col), torch.tensor(True, device=device)
+        ),
+        float("-inf"),
+    )
+    log_prob = logits.log_softmax(dim=1)  # (V*B, V*W*B)
+
+    # Positives of anchor (v, b): the same sample in every other view.
+    same_sample = torch.zeros_like(log_prob, dtype=torch.bool)
+    for v in range(n_views):
+        same_sample[rows, v * global_b + local.repeat(n_views)] = True
+    same_sample[rows, self_col] = False
+    pos_log_prob = log_prob.masked_fill(~same_sample, 0.0).sum(dim=1) / (n_views - 1)  # (V*B,)
+    return -pos_log_prob.mean()

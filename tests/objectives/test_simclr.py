@@ -1,0 +1,62 @@
+"""SimCLR against the reference values computed with lightly / SupCon (../shared/reference)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ssl_toolkit.objectives import build_objective
+from ssl_toolkit.objectives.simclr import multiview_ntxent
+from tests.conftest import reference
+
+TOL = 1e-5
+
+
+def _case(name: str) -> dict:
+    return reference("objectives_reference.json")["cases"][name]
+
+
+def _inputs(case: dict) -> list[torch.Tensor]:
+    names = [n for n, _ in case["inputs_order"]]
+    return [torch.tensor(case["inputs"][n], dtype=torch.float32, requires_grad=True) for n in names], names
+
+
+@pytest.mark.parametrize("name", ["ntxent_small_tau0.5", "ntxent_small_tau0.1"])
+def test_two_view_ntxent_matches_reference(name: str) -> None:
+    case = _case(name)
+    z, names = _inputs(case)
+    loss = build_objective({"name": "simclr", "temperature": case["params"]["temperature"]})(z).loss
+    loss.backward()
+    assert abs(loss.item() - case["loss"]) < TOL
+    for t, n in zip(z, names):
+        torch.testing.assert_close(t.grad, torch.tensor(case["grad"][n]), atol=TOL, rtol=0)
+
+
+def test_multiview_supcon_l_out_matches_reference() -> None:
+    case = _case("ntxent_multiview_small_V4_tau0.1")
+    ref = case["variants"]["supcon_L_out"]
+    z, names = _inputs(case)
+    loss = build_objective("simclr", temperature=case["params"]["temperature"])(z).loss
+    loss.backward()
+    assert abs(loss.item() - ref["loss"]) < TOL
+    for t, n in zip(z, names):
+        torch.testing.assert_close(t.grad, torch.tensor(ref["grad"][n]), atol=TOL, rtol=0)
+
+
+def test_multiview_form_reduces_to_ntxent_at_two_views() -> None:
+    g = torch.Generator().manual_seed(3)
+    z = [torch.randn(16, 8, generator=g, dtype=torch.float64) for _ in range(2)]
+    lightly_loss = build_objective("simclr", temperature=0.3)(z).loss
+    assert torch.allclose(multiview_ntxent(z, 0.3), lightly_loss.double(), atol=1e-6)
+
+
+def test_float32_under_half_inputs() -> None:
+    g = torch.Generator().manual_seed(0)
+    z = [torch.randn(8, 16, generator=g).bfloat16() for _ in range(3)]
+    out = build_objective("simclr")(z)
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+
+
+def test_rejects_single_view() -> None:
+    with pytest.raises(ValueError, match="at least 2 views"):
+        build_objective("simclr")([torch.randn(4, 3)])
