@@ -1,0 +1,222 @@
+"""View transforms: augmentation presets, recipe view groups -> per-view transforms, the eval transform.
+
+Everything is torchvision ``transforms.v2`` on uint8 (3, H, W) tensors, ending in float32 normalised
+images. Each view gets its own transform, drawn per sample inside ``ViewDataset`` (which seeds the torch
+RNG per sample; see ``view_dataset.py``). ``collate_views`` keeps one tensor per view so the model can run
+one forward per resolution group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from ssl_toolkit.data.image_folder import as_triple
+from ssl_toolkit.errors import ConfigError
+
+_GROUP_KEYS = ("name", "n", "size", "scale", "augment", "strength", "jitter_p", "gray_p", "blur_p", "source")
+_TRANSFORM_KEYS = ("size", "scale", "augment", "strength", "jitter_p", "gray_p", "blur_p")
+
+
+class ResizeIfNeeded:
+    """Resize the shorter side to ``size`` (antialiased) and centre-crop, unless already ``size`` square."""
+
+    def __init__(self, size: int) -> None:
+        self.size = int(size)
+
+    def __call__(self, image: Tensor) -> Tensor:
+        if image.shape[-2:] == (self.size, self.size):
+            return image
+        image = TF.resize(image, [self.size], antialias=True)
+        return TF.center_crop(image, [self.size, self.size])
+
+    def __repr__(self) -> str:
+        return f"ResizeIfNeeded(size={self.size})"
+
+
+def blur_kernel_size(size: int) -> int:
+    """Odd Gaussian-blur kernel of about 10 % of the image side (SimCLR), at least 3."""
+    k = max(3, int(0.1 * size))
+    return k + 1 - k % 2
+
+
+def _finish(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(mean), std=list(std))]
+
+
+def _simclr(
+    *,
+    size: int,
+    scale: tuple[float, float],
+    strength: float,
+    jitter_p: float,
+    gray_p: float,
+    blur_p: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    greyscale: bool = False,
+) -> Callable:
+    s = strength
+    # On greyscale images saturation and hue jitter and RandomGrayscale are identities (up to rounding),
+    # and hue is most of the jitter's cost, so they are left out there.
+    jitter = v2.ColorJitter(0.8 * s, 0.8 * s) if greyscale else v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
+    steps: list[Callable] = [
+        v2.RandomResizedCrop(size, scale=scale, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([jitter], p=jitter_p),
+    ]
+    if not greyscale:
+        steps.append(v2.RandomGrayscale(p=gray_p))
+    if blur_p > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p))
+    return v2.Compose(steps + _finish(mean, std))
+
+
+def _none(*, size: int, mean: Sequence[float], std: Sequence[float], **_unused: object) -> Callable:
+    return v2.Compose([ResizeIfNeeded(size), *_finish(mean, std)])
+
+
+AUGMENT_PRESETS: dict[str, Callable[..., Callable]] = {
+    "simclr": _simclr,
+    "none": _none,
+}
+
+
+def _probability(value: float, what: str) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ConfigError(f"{what} must be a probability in [0, 1], got {value}")
+    return float(value)
+
+
+def build_view_transform(
+    *,
+    augment: str = "simclr",
+    size: int,
+    scale: Sequence[float] = (0.08, 1.0),
+    strength: float = 1.0,
+    jitter_p: float = 0.8,
+    gray_p: float = 0.2,
+    blur_p: float | None = None,
+    mean: Sequence[float],
+    std: Sequence[float],
+    greyscale: bool = False,
+) -> Callable[[Tensor], Tensor]:
+    """Build one view's transform: uint8 (3, H, W) -> float32 (3, size, size), normalised.
+
+    Args:
+        augment: a key of ``AUGMENT_PRESETS`` ("simclr", or "none" for resize + normalise).
+        size: output side in pixels.
+        scale: RandomResizedCrop area range, ``0 < a <= b <= 1``.
+        strength: colour-jitter strength s, jitter (0.8s, 0.8s, 0.8s, 0.2s); in [0, 2.5].
+        jitter_p: probability of applying colour jitter.
+        gray_p: probability of converting to greyscale.
+        blur_p: probability of Gaussian blur (sigma in [0.1, 2], kernel about 10 % of ``size``);
+            None means 0.5 when ``size > 32`` else 0 (no blur on 28-32 px inputs, SimCLR CIFAR practice).
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+        greyscale: the images are grey (3 equal channels): skip the saturation/hue jitter and
+            RandomGrayscale, which cannot change them.
+
+    Raises:
+        ConfigError: unknown preset, ``size < 1``, bad scale, strength or probabilities.
+    """
+    if augment not in AUGMENT_PRESETS:
+        raise ConfigError(f"unknown augment preset {augment!r}; accepted: {', '.join(AUGMENT_PRESETS)}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ConfigError(f"view size must be an integer >= 1, got {size!r}")
+    try:
+        lo, hi = (float(x) for x in scale)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ConfigError(f"scale must be two numbers with 0 < a <= b <= 1, got {list(scale)}")
+    if not 0.0 <= float(strength) <= 2.5:
+        raise ConfigError(f"strength must be in [0, 2.5] (hue jitter 0.2*strength <= 0.5), got {strength}")
+    blur = (0.5 if size > 32 else 0.0) if blur_p is None else _probability(blur_p, "blur_p")
+    return AUGMENT_PRESETS[augment](
+        size=size,
+        scale=(lo, hi),
+        strength=float(strength),
+        jitter_p=_probability(jitter_p, "jitter_p"),
+        gray_p=_probability(gray_p, "gray_p"),
+        blur_p=blur,
+        mean=as_triple(mean, "mean"),
+        std=as_triple(std, "std"),
+        **({"greyscale": True} if greyscale else {}),
+    )
+
+
+def build_view_transforms(
+    groups: Sequence[Mapping], *, mean: Sequence[float], std: Sequence[float], greyscale: bool = False
+) -> tuple[list[Callable], tuple[str, ...], int]:
+    """Expand recipe view groups into per-view transforms.
+
+    Each group has ``name``, ``n``, ``size`` and optionally ``scale``, ``augment``, ``strength``,
+    ``jitter_p``, ``gray_p``, ``blur_p`` (None = the ``build_view_transform`` default) and ``source``
+    (only "real"). Groups keep their order, so consecutive equal sizes form the model's resolution groups.
+
+    Returns:
+        ``(transforms, view_kinds, n_global)``: one transform per view (group order, ``n`` each), the
+        group name of each view, and the number of views in the first group.
+
+    Raises:
+        ConfigError: no groups, unknown or missing keys, ``n < 1``, a non-"real" source, the first group
+            not the largest size, or any ``build_view_transform`` error.
+    """
+    if not groups:
+        raise ConfigError("at least one view group is needed, e.g. {name: global, n: 2, size: 224}")
+    transforms: list[Callable] = []
+    kinds: list[str] = []
+    sizes: list[int] = []
+    for group in groups:
+        unknown = sorted(set(group) - set(_GROUP_KEYS))
+        missing = [k for k in ("name", "n", "size") if k not in group]
+        if unknown or missing:
+            raise ConfigError(
+                f"view group {dict(group)}: unknown keys {unknown}, missing keys {missing}; "
+                f"accepted: {', '.join(_GROUP_KEYS)}"
+            )
+        name, n = str(group["name"]), group["n"]
+        source = group.get("source") or "real"
+        if source != "real":
+            raise ConfigError(
+                f"view group {name!r}: source={source!r} is not supported; generated views are not "
+                "available yet (accepted: 'real')"
+            )
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"view group {name!r}: n must be an integer >= 1, got {n!r}")
+        kwargs = {k: group[k] for k in _TRANSFORM_KEYS if group.get(k) is not None}
+        if "scale" in kwargs:
+            kwargs["scale"] = tuple(kwargs["scale"])
+        transform = build_view_transform(**kwargs, mean=mean, std=std, greyscale=greyscale)
+        transforms += [transform] * n
+        kinds += [name] * n
+        sizes.append(int(group["size"]))
+    if sizes[0] < max(sizes):
+        raise ConfigError(f"the first view group must have the largest size (global views first): {sizes}")
+    return transforms, tuple(kinds), int(groups[0]["n"])
+
+
+def build_eval_transform(
+    *, size: int, mean: Sequence[float], std: Sequence[float]
+) -> Callable[[Tensor], Tensor]:
+    """Clean eval transform: resize (antialiased) only when not already ``size`` square, then normalise."""
+    return build_view_transform(augment="none", size=size, mean=mean, std=std)
+
+
+def collate_views(batch: Sequence[tuple[Sequence[Tensor], int]]) -> tuple[list[Tensor], Tensor]:
+    """Turn ``[(views, index), ...]`` into ``(list of V tensors (B, C, H, W), ids (B,) int64)``.
+
+    Shape:
+        each ``views`` holds V tensors (C, H_v, W_v); the output holds V tensors (B, C, H_v, W_v).
+    """
+    n_views = len(batch[0][0])
+    if any(len(views) != n_views for views, _ in batch):
+        raise ValueError("every sample of a batch must have the same number of views")
+    stacked = [torch.stack([views[v] for views, _ in batch]) for v in range(n_views)]
+    ids = torch.tensor([int(index) for _, index in batch], dtype=torch.int64)
+    return stacked, ids
