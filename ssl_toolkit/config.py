@@ -1,0 +1,213 @@
+"""Recipe schema (OmegaConf structured dataclasses), loading with overrides, validation and saving.
+
+Order of precedence: dataclass defaults < YAML recipe < ``key=value`` overrides. Every problem a user can
+make in a recipe (unknown key, wrong type, unknown objective/backbone/dataset name, missing data path) is
+raised here as one `ConfigError` line, before any model or data is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ssl_toolkit.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "lars", "adamw")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+DATASET_NAMES = ("fashion_mnist", "image_folder")
+
+
+@dataclass
+class DataConfig:
+    """Where the training images come from."""
+
+    name: str = "fashion_mnist"  # fashion_mnist | image_folder
+    root: str | None = None  # Fashion-MNIST: optional root; image_folder: required
+    download: bool = False  # Fashion-MNIST only, and only when asked
+    labelled: bool | None = None  # image_folder: None = infer from sub-folders
+    subset: int | None = None  # train on a seeded random subset of this many images
+    num_workers: int = 1
+
+
+@dataclass
+class ViewGroupConfig:
+    """``n`` views drawn with the same augmentation; globals first, then smaller groups."""
+
+    name: str = "global"
+    n: int = 2
+    size: int = 224
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
+    augment: str = "simclr"
+    strength: float = 1.0
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+    blur_p: float | None = None  # None: 0.5 above 32 px, 0 for 28-32 px inputs
+    source: str = "real"
+
+
+@dataclass
+class ModelConfig:
+    """timm encoder + lightly projection head."""
+
+    backbone: str = "resnet18"
+    small_input: bool = False  # ResNets: 3x3 stride-1 stem, no max-pool (32 px images)
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    projector_hidden: int = 2048
+    projector_out: int = 128
+    projector_layers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, logging and checkpoint settings."""
+
+    epochs: int = 100
+    max_steps: int | None = None  # stop early after this many optimizer steps (schedule follows it)
+    batch_size: int = 256  # per process
+    optimizer: str = "sgd"  # sgd | lars | adamw (timm create_optimizer_v2)
+    lr: float = 0.3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.0
+    grad_clip: float | None = None
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    grad_accum: int = 1
+    seed: int = 0
+    save_every: int = 500  # optimizer steps between checkpoints (and one at the end)
+    log_every: int = 10
+    output_dir: str = "runs"
+    run_name: str | None = None  # default: recipe name
+    resume: bool = True  # continue from checkpoints/last when it exists
+    cpu: bool = False  # force CPU even when a GPU is visible
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Frozen-encoder evaluation run after training (and by ``ssl-toolkit eval``)."""
+
+    after_train: bool = True
+    dataset: str | None = None  # default: data.name
+    root: str | None = None  # default: data.root
+    size: int | None = None  # eval resolution; default: size of the first view group
+    batch_size: int = 512
+    max_train: int | None = None  # evaluate on seeded subsets (quick checks)
+    max_test: int | None = None
+    linear_epochs: int = 30
+    linear_lrs: list[float] = field(default_factory=lambda: [1.0, 0.3, 0.1, 0.03])
+    floors: bool = True  # also score raw pixels and the randomly initialised encoder
+    rankme_samples: int = 25600
+
+
+@dataclass
+class Recipe:
+    """A whole run: data, views, model, objective, training and evaluation."""
+
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    views: list[ViewGroupConfig] = field(default_factory=lambda: [ViewGroupConfig()])
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: dict[str, Any] = field(default_factory=lambda: {"name": "simclr"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _describe(err: OmegaConfBaseException, cfg: DictConfig) -> str:
+    """One line for an OmegaConf error: the key, the problem and, for unknown keys, the accepted ones."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    key = getattr(err, "full_key", None)
+    if "not in" in text and key:
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        if isinstance(node, DictConfig):
+            return (
+                f"unknown key {key!r}; accepted under {parent or 'the top level'}: {', '.join(node.keys())}"
+            )
+    return f"{key}: {text}" if key and key not in text else text
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
+    """Load a recipe: defaults, then the YAML file, then ``key=value`` overrides; validate it.
+
+    Raises:
+        ConfigError: one line naming the problem and the accepted values.
+    """
+    import yaml
+
+    base = OmegaConf.structured(Recipe)
+    cfg = base
+    try:
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"recipe file not found: {path}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
+            if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and "." in key:
+                parent = key.rsplit(".", 1)[0]
+                node = OmegaConf.select(cfg, parent)
+                accepted = ", ".join(map(str, node.keys())) if isinstance(node, DictConfig) else "none"
+                if not (isinstance(node, DictConfig) and parent == "objective"):
+                    raise ConfigError(f"unknown key {key!r}; accepted under {parent}: {accepted}")
+            # `objective={...}` replaces the whole spec (kwargs of another objective would not apply)
+            merge = key != "objective"
+            OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, merge=merge, force_add=False)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"recipe error: {_describe(err, base)}") from err
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _choice(value: str, accepted: tuple[str, ...], what: str) -> None:
+    if value not in accepted:
+        raise ConfigError(f"unknown {what} {value!r}; accepted: {', '.join(accepted)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check names, kwargs and paths that the schema alone cannot; raise `ConfigError` on the first problem."""
+    import timm
+
+    from ssl_toolkit.objectives import build_objective
+
+    _choice(cfg.data.name, DATASET_NAMES, "data.name")
+    if cfg.data.name == "image_folder" and not cfg.data.root:
+        raise ConfigError("data.name=image_folder needs data.root=/path/to/images")
+    for key, root in (("data.root", cfg.data.root), ("eval.root", cfg.eval.root)):
+        if root and not Path(root).exists():
+            raise ConfigError(f"{key} does not exist: {root}")
+    if cfg.eval.dataset is not None:
+        _choice(cfg.eval.dataset, DATASET_NAMES, "eval.dataset")
+    if not timm.is_model(cfg.model.backbone):
+        close = timm.list_models(f"*{cfg.model.backbone.split('_')[0]}*")[:8]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise ConfigError(f"unknown backbone {cfg.model.backbone!r} (not a timm model name){hint}")
+    _choice(cfg.train.optimizer, OPTIMIZERS, "train.optimizer")
+    _choice(cfg.train.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
+    if not cfg.views:
+        raise ConfigError("views is empty; give at least one view group, e.g. {name: global, n: 2, size: 32}")
+    if sum(g.n for g in cfg.views) < 2:
+        raise ConfigError("the view groups produce fewer than 2 views; contrastive objectives need >= 2")
+    for key in ("epochs", "batch_size", "grad_accum", "save_every", "log_every"):
+        if cfg.train[key] < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {cfg.train[key]}")
+    build_objective(OmegaConf.to_container(cfg.objective, resolve=True))  # checks the name and kwargs
+
+
+def save_resolved(cfg: DictConfig, path: str | Path) -> None:
+    """Write the fully resolved recipe (defaults included) so a run can be reproduced from its folder."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, path, resolve=True)
+
+
+def to_dict(node: Any) -> Any:
+    """A plain-Python copy of a config node (for keyword arguments)."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node

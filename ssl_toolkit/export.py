@@ -1,0 +1,117 @@
+"""Export a trained encoder for users: ``model.safetensors`` + a timm ``config.json`` (+ ``recipe.yaml``).
+
+The ``pretrained_cfg`` describes *this* run (input size, mean/std, recipe), never the backbone's ImageNet
+defaults, so ``timm.create_model("local-dir:<dir>", pretrained=True, num_classes=0)`` reloads it with the
+right preprocessing. `load_encoder` does the same without timm's hub machinery and also handles the
+``small_input`` stem (which timm has no keyword for). Weights are safetensors: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ssl_toolkit import __version__
+from ssl_toolkit.errors import ConfigError
+from ssl_toolkit.model import build_encoder
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def export_encoder(
+    encoder: nn.Module,
+    out_dir: str | Path,
+    *,
+    backbone: str,
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    small_input: bool = False,
+    input_size: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    recipe_name: str,
+    recipe_yaml: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the encoder to ``out_dir`` atomically (temporary folder, then rename) and return the folder."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model_args = dict(backbone_kwargs or {})
+    json.dumps(model_args)  # must be JSON-serialisable for timm to rebuild the model
+    config = {
+        "architecture": backbone,
+        "num_classes": 0,
+        "num_features": int(getattr(encoder, "num_features", 0)) or None,
+        "model_args": model_args,
+        "pretrained_cfg": {
+            "input_size": [3, *input_size] if len(input_size) == 2 else list(input_size),
+            "mean": [float(m) for m in mean],
+            "std": [float(s) for s in std],
+            "interpolation": "bilinear",
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "num_classes": 0,
+            "fixed_input_size": False,
+            "tag": recipe_name,
+            "description": f"self-supervised encoder trained with ssl_toolkit recipe {recipe_name!r}",
+        },
+        "ssl_toolkit": {
+            "version": __version__,
+            "recipe": recipe_name,
+            "small_input": small_input,
+            **(extra or {}),
+        },
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+    save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+    (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+    if recipe_yaml is not None:
+        (tmp / "recipe.yaml").write_text(recipe_yaml)
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}-old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+    return out_dir
+
+
+def read_export_config(path: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of an export folder, with a clear error when the folder is not one."""
+    path = Path(path)
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise ConfigError(
+            f"{path} is not an exported encoder (needs {CONFIG} and {WEIGHTS}); "
+            "export a run with `ssl-toolkit export RUN_DIR`"
+        )
+    return json.loads((path / CONFIG).read_text())
+
+
+def load_encoder(path: str | Path) -> nn.Module:
+    """Rebuild an exported encoder in eval mode; ``encoder.pretrained_cfg`` holds its preprocessing."""
+    config = read_export_config(path)
+    encoder = build_encoder(
+        config["architecture"],
+        small_input=bool(config.get("ssl_toolkit", {}).get("small_input", False)),
+        backbone_kwargs=config.get("model_args", {}),
+    )
+    state = load_file(str(Path(path) / WEIGHTS))
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"weights in {path} do not fit {config['architecture']}: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}"
+        )
+    encoder.pretrained_cfg = dict(config["pretrained_cfg"])
+    return encoder.eval()

@@ -1,0 +1,102 @@
+"""`SSLModel`: a timm encoder, a lightly projection head and the objective, run as one module.
+
+The objective is a submodule so that DDP reduces its gradients and `accelerator.save_state` saves its
+buffers (queues, per-sample tables). `forward(views, ctx)` does everything a training step needs inside
+one call (one encoder forward per resolution group, the projector once, then the loss), which is what DDP
+expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import timm
+import torch
+from lightly.models.modules import SimCLRProjectionHead
+from torch import Tensor, nn
+
+from ssl_toolkit.errors import ConfigError
+from ssl_toolkit.objectives import LossOutput, Objective, StepContext
+
+
+def make_small_input(encoder: nn.Module) -> nn.Module:
+    """Give a timm ResNet a 3x3 stride-1 stem and no max-pool (the usual CIFAR-size variant).
+
+    timm has no keyword for this, so the stem is replaced in place; `export` records the flag so that
+    `load_encoder` rebuilds the same network.
+    """
+    conv = getattr(encoder, "conv1", None)
+    if not isinstance(conv, nn.Conv2d) or not hasattr(encoder, "maxpool"):
+        raise ConfigError(
+            f"model.small_input=true only applies to timm ResNets (conv1 + maxpool), not {type(encoder).__name__}"
+        )
+    encoder.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=False)
+    encoder.maxpool = nn.Identity()
+    return encoder
+
+
+def build_encoder(
+    backbone: str, *, small_input: bool = False, backbone_kwargs: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """A timm model without classifier (`num_classes=0`), randomly initialised; never downloads weights."""
+    try:
+        encoder = timm.create_model(backbone, pretrained=False, num_classes=0, **dict(backbone_kwargs or {}))
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise ConfigError(
+            f"cannot build backbone {backbone!r} with {dict(backbone_kwargs or {})}: {err}"
+        ) from err
+    return make_small_input(encoder) if small_input else encoder
+
+
+def build_projector(
+    in_dim: int, *, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2
+) -> nn.Module:
+    """lightly's SimCLR projection head (Linear-BN-ReLU blocks, then Linear)."""
+    return SimCLRProjectionHead(
+        input_dim=in_dim, hidden_dim=hidden_dim, output_dim=out_dim, num_layers=num_layers
+    )
+
+
+def resolution_groups(views: list[Tensor]) -> list[tuple[int, int]]:
+    """Split consecutive views that share a shape into ``(start, stop)`` groups."""
+    groups: list[tuple[int, int]] = []
+    start = 0
+    for i in range(1, len(views) + 1):
+        if i == len(views) or views[i].shape[1:] != views[start].shape[1:]:
+            groups.append((start, i))
+            start = i
+    return groups
+
+
+class SSLModel(nn.Module):
+    """Encoder + projector + objective.
+
+    Args:
+        encoder: any module mapping (N, C, H, W) images to (N, F) features.
+        projector: maps (N, F) to (N, D).
+        objective: the loss (see `ssl_toolkit.objectives`).
+    """
+
+    def __init__(self, *, encoder: nn.Module, projector: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projector
+        self.objective = objective
+        # Optimizer steps taken; a buffer so that accelerate's checkpoint (safetensors) carries it.
+        self.register_buffer("train_step", torch.zeros((), dtype=torch.int64))
+
+    def embed(self, views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Encoder features ``h`` and projections ``z`` per view, one encoder call per resolution group.
+
+        Shape:
+            views: V tensors (B, C, H_v, W_v), equal sizes consecutive. Returns two lists of V (B, ·) tensors.
+        """
+        batch = views[0].shape[0]
+        h = torch.cat([self.encoder(torch.cat(views[a:b])) for a, b in resolution_groups(views)])  # (V*B, F)
+        z = self.projector(h)  # (V*B, D)
+        return list(h.split(batch)), list(z.split(batch))
+
+    def forward(self, views: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
+        _, z = self.embed(views)
+        return self.objective(z, ctx)

@@ -1,0 +1,108 @@
+"""Engine behaviour on CPU: exact resume, NaN stop without checkpoint, a kill during a save, exports."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssl_toolkit import config, engine
+from ssl_toolkit.checkpoint import last_checkpoint
+from tests.engine.helpers import make_image_folder
+
+TINY = Path(__file__).resolve().parents[2] / "recipes" / "tests" / "tiny.yaml"
+
+
+def _cfg(tmp_path: Path, data: Path, name: str, *extra: str):
+    return config.load(
+        TINY,
+        [
+            f"data.root={data}",
+            f"train.output_dir={tmp_path / 'runs'}",
+            f"train.run_name={name}",
+            "eval.after_train=false",
+            *extra,
+        ],
+    )
+
+
+def _losses(run_dir: Path) -> list[float]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, monkeypatch) -> None:
+    full = engine.train(_cfg(tmp_path, data, "full"))
+    reference = _losses(full)
+    assert len(reference) == 8  # 32 images / batch 8 = 4 steps per epoch, 2 epochs
+
+    real_save = engine.save_checkpoint
+
+    def save_then_die(accelerator, ckpt_dir, step, **kw):
+        path = real_save(accelerator, ckpt_dir, step, **kw)
+        if step == 3:  # mid-epoch: step 3 of 4 in epoch 0
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(_cfg(tmp_path, data, "killed"))
+    monkeypatch.setattr(engine, "save_checkpoint", real_save)
+    resumed = engine.train(_cfg(tmp_path, data, "killed"))
+    assert _losses(resumed) == reference  # bit-identical, steps 1..8
+    a = torch.load(full / "checkpoints" / "last" / "optimizer.bin", weights_only=True)
+    b = torch.load(resumed / "checkpoints" / "last" / "optimizer.bin", weights_only=True)
+    for sa, sb in zip(a["state"].values(), b["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+
+
+def test_nan_loss_stops_before_writing_a_checkpoint(tmp_path: Path, data: Path) -> None:
+    cfg = _cfg(
+        tmp_path,
+        data,
+        "nan",
+        "objective={name: 'tests.engine.helpers:NanAfter', nan_step: 2}",
+        "train.save_every=1",
+    )
+    with pytest.raises(engine.NonFiniteLossError, match="at step 2"):
+        engine.train(cfg)
+    ckpt = last_checkpoint(tmp_path / "runs" / "nan" / "checkpoints")
+    assert ckpt is not None and ckpt.name == "step-00000002"
+    assert not (tmp_path / "runs" / "nan" / "encoder").exists()
+
+
+def test_kill_during_save_keeps_last_good_checkpoint(tmp_path: Path, data: Path, monkeypatch) -> None:
+    from accelerate import Accelerator
+
+    real = Accelerator.save_state
+
+    def dying_save(self, output_dir=None, **kw):
+        if "step-00000006" in str(output_dir):
+            Path(output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+            raise KeyboardInterrupt
+        return real(self, output_dir, **kw)
+
+    monkeypatch.setattr(Accelerator, "save_state", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        engine.train(_cfg(tmp_path, data, "crash"))
+    ckpt_dir = tmp_path / "runs" / "crash" / "checkpoints"
+    assert last_checkpoint(ckpt_dir).name == "step-00000003"
+    monkeypatch.setattr(Accelerator, "save_state", real)
+    run = engine.train(_cfg(tmp_path, data, "crash"))
+    assert not list(ckpt_dir.glob(".tmp-*"))
+    assert last_checkpoint(ckpt_dir).name == "step-00000008"
+    assert (run / "encoder" / "model.safetensors").is_file() and (run / "recipe.yaml").is_file()
+
+
+def test_world_size_mismatch_is_reported(tmp_path: Path, data: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(RuntimeError, match="WORLD_SIZE=2 but accelerate sees 1"):
+        engine.train(_cfg(tmp_path, data, "ws"))
