@@ -1,0 +1,94 @@
+"""Frozen features for evaluation: clean (eval-transform) images through an encoder in eval mode.
+
+Also re-estimates BatchNorm statistics for a randomly initialised encoder, so that the random-init floor is
+a fair one: with PyTorch's default running statistics (mean 0, var 1) a random ResNet's activations are
+badly scaled and its k-NN accuracy is near chance, which says nothing about the architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+
+class TransformedDataset(Dataset):
+    """``(transform(image), label)`` over a dataset of ``(image, label)``."""
+
+    def __init__(self, base: Dataset, transform: Callable[[Tensor], Tensor]) -> None:
+        self.base, self.transform = base, transform
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        image, label = self.base[i]
+        return self.transform(image), int(label)
+
+
+def _loader(dataset: Dataset, transform: Callable, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(
+        TransformedDataset(dataset, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module | None,
+    dataset: Dataset,
+    *,
+    transform: Callable[[Tensor], Tensor],
+    batch_size: int = 512,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    desc: str = "features",
+    progress: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Features and labels of every item, in dataset order; ``encoder=None`` gives flattened pixels.
+
+    Shape:
+        returns features (N, F) float32 on CPU and labels (N,) int64.
+    """
+    if encoder is not None:
+        encoder.eval().to(device)
+    feats, labels = [], []
+    for images, y in tqdm(
+        _loader(dataset, transform, batch_size, num_workers), desc=desc, disable=not progress, leave=False
+    ):
+        x = images.to(device)
+        out = x.flatten(1) if encoder is None else encoder(x)
+        feats.append(out.float().cpu())
+        labels.append(y)
+    return torch.cat(feats), torch.cat(labels).long()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    encoder: nn.Module,
+    dataset: Dataset,
+    *,
+    transform: Callable[[Tensor], Tensor],
+    num_batches: int = 20,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Replace BatchNorm running statistics by their average over ``num_batches`` clean batches."""
+    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return encoder.eval()
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    encoder.train().to(device)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(dataset), generator=g)[: num_batches * batch_size].tolist()
+    subset = torch.utils.data.Subset(dataset, order)
+    for images, _ in _loader(subset, transform, batch_size, 0):
+        encoder(images.to(device))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    return encoder.eval()
