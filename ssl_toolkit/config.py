@@ -131,14 +131,26 @@ def _describe(err: OmegaConfBaseException, cfg: DictConfig) -> str:
     return f"{key}: {text}" if key and key not in text else text
 
 
+_YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
+def _parse_value(value: str) -> Any:
+    """An override's value as YAML, except that yes/no/on/off stay strings (bool fields still accept them)."""
+    import yaml
+
+    if not value:
+        return None
+    if value.lower() in _YAML11_WORDS:
+        return value
+    return yaml.safe_load(value)
+
+
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Load a recipe: defaults, then the YAML file, then ``key=value`` overrides; validate it.
 
     Raises:
         ConfigError: one line naming the problem and the accepted values.
     """
-    import yaml
-
     base = OmegaConf.structured(Recipe)
     cfg = base
     try:
@@ -159,9 +171,11 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
                     raise ConfigError(f"unknown key {key!r}; accepted under {parent}: {accepted}")
             # `objective={...}` replaces the whole spec (kwargs of another objective would not apply)
             merge = key != "objective"
-            OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None, merge=merge, force_add=False)
+            OmegaConf.update(cfg, key, _parse_value(value), merge=merge, force_add=False)
     except OmegaConfBaseException as err:
         raise ConfigError(f"recipe error: {_describe(err, base)}") from err
+    if cfg.train.mixed_precision == "False":  # YAML 1.1 reads a bare `no` as false
+        cfg.train.mixed_precision = "no"
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg

@@ -71,11 +71,16 @@ def export_encoder(
         },
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-    if recipe_yaml is not None:
-        (tmp / "recipe.yaml").write_text(recipe_yaml)
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        if recipe_yaml is not None:
+            (tmp / "recipe.yaml").write_text(recipe_yaml)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # Swap in the new folder; between the two renames the previous export is kept as .<name>-old.
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}-old")
         shutil.rmtree(old, ignore_errors=True)
