@@ -28,9 +28,7 @@ def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
 
 def build_base_dataset(data: DictConfig, *, split: str = "train") -> Dataset:
     """The un-augmented dataset of ``data`` (images as uint8 (3, H, W), labels or -1)."""
-    return build_dataset(
-        name=data.name, split=split, root=data.root, download=data.download, labelled=data.labelled
-    )
+    return build_dataset(name=data.name, split=split, root=data.root, download=data.download, labelled=data.labelled)
 
 
 def build_train_data(cfg: DictConfig) -> dict[str, Any]:

@@ -105,9 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist | image_folder")
     p.add_argument("--root", default=None, help="dataset root (image_folder: folder with train/ and test/)")
     p.add_argument("--download", action="store_true", help="download Fashion-MNIST if it is not on disk")
-    p.add_argument(
-        "--size", type=int, default=None, help="eval resolution (default: the export's input size)"
-    )
+    p.add_argument("--size", type=int, default=None, help="eval resolution (default: the export's input size)")
     p.add_argument("--no-floors", action="store_true", help="skip the raw-pixel and random-init floors")
     p.add_argument("--max-train", type=int, default=None)
     p.add_argument("--max-test", type=int, default=None)

@@ -125,9 +125,7 @@ def _describe(err: OmegaConfBaseException, cfg: DictConfig) -> str:
         parent = key.rsplit(".", 1)[0] if "." in key else ""
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if isinstance(node, DictConfig):
-            return (
-                f"unknown key {key!r}; accepted under {parent or 'the top level'}: {', '.join(node.keys())}"
-            )
+            return f"unknown key {key!r}; accepted under {parent or 'the top level'}: {', '.join(node.keys())}"
     return f"{key}: {text}" if key and key not in text else text
 
 

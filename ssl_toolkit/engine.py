@@ -62,9 +62,7 @@ def _build_loader(data: dict, cfg: DictConfig) -> DataLoader:
 def train(cfg: DictConfig) -> Path:
     """Pretrain as the recipe says, resuming from ``checkpoints/last`` when present; return the run folder."""
     tc = cfg.train
-    accelerator = Accelerator(
-        mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.cpu
-    )
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.cpu)
     _check_world_size(accelerator)
     set_seed(tc.seed)
     run_dir, ckpt_dir = run_dir_of(cfg), run_dir_of(cfg) / "checkpoints"
@@ -93,11 +91,7 @@ def train(cfg: DictConfig) -> Path:
             f"({tc.batch_size}) or use more images"
         )
     steps_per_epoch = batches_per_epoch // tc.grad_accum
-    total = (
-        tc.epochs * steps_per_epoch
-        if tc.max_steps is None
-        else min(tc.max_steps, tc.epochs * steps_per_epoch)
-    )
+    total = tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
     logger = MetricsLogger(run_dir, enabled=accelerator.is_main_process, resume_step=step)
     bar = tqdm(
         total=total,
@@ -137,9 +131,7 @@ def train(cfg: DictConfig) -> Path:
                     )
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
-                    factor = lr_factor(
-                        step, total_steps=total, warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio
-                    )
+                    factor = lr_factor(step, total_steps=total, warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio)
                     for group in optimizer.param_groups:
                         group["lr"] = group["base_lr"] * factor
                     if tc.grad_clip:

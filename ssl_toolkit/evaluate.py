@@ -34,9 +34,7 @@ def _splits(dataset: str, root: str | None, download: bool) -> tuple[Any, Any]:
     except ConfigError as err:
         raise ConfigError(f"evaluation needs a labelled test split of {dataset!r}: {err}") from err
     if train.labels is None or bool((train.labels < 0).all()):
-        raise ConfigError(
-            f"evaluation needs labels; {dataset!r} at {root} has none (use labelled sub-folders)"
-        )
+        raise ConfigError(f"evaluation needs labels; {dataset!r} at {root} has none (use labelled sub-folders)")
     return train, test
 
 

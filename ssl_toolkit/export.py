@@ -115,8 +115,7 @@ def load_encoder(path: str | Path) -> nn.Module:
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ConfigError(
-            f"weights in {path} do not fit {config['architecture']}: missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}"
+            f"weights in {path} do not fit {config['architecture']}: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
     encoder.pretrained_cfg = dict(config["pretrained_cfg"])
     return encoder.eval()

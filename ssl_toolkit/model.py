@@ -43,19 +43,13 @@ def build_encoder(
     try:
         encoder = timm.create_model(backbone, pretrained=False, num_classes=0, **dict(backbone_kwargs or {}))
     except (RuntimeError, TypeError, ValueError) as err:
-        raise ConfigError(
-            f"cannot build backbone {backbone!r} with {dict(backbone_kwargs or {})}: {err}"
-        ) from err
+        raise ConfigError(f"cannot build backbone {backbone!r} with {dict(backbone_kwargs or {})}: {err}") from err
     return make_small_input(encoder) if small_input else encoder
 
 
-def build_projector(
-    in_dim: int, *, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2
-) -> nn.Module:
+def build_projector(in_dim: int, *, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2) -> nn.Module:
     """lightly's SimCLR projection head (Linear-BN-ReLU blocks, then Linear)."""
-    return SimCLRProjectionHead(
-        input_dim=in_dim, hidden_dim=hidden_dim, output_dim=out_dim, num_layers=num_layers
-    )
+    return SimCLRProjectionHead(input_dim=in_dim, hidden_dim=hidden_dim, output_dim=out_dim, num_layers=num_layers)
 
 
 def resolution_groups(views: list[Tensor]) -> list[tuple[int, int]]:

@@ -14,9 +14,7 @@ from pathlib import Path
 class MetricsLogger:
     """Append ``{name: float}`` rows keyed by step; a no-op on non-main processes."""
 
-    def __init__(
-        self, run_dir: Path, *, enabled: bool, resume_step: int = 0, tensorboard: bool = True
-    ) -> None:
+    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int = 0, tensorboard: bool = True) -> None:
         self.enabled = enabled
         self.path = run_dir / "metrics.csv"
         self._fields: list[str] | None = None

@@ -201,9 +201,7 @@ def build_view_transforms(
     return transforms, tuple(kinds), int(groups[0]["n"])
 
 
-def build_eval_transform(
-    *, size: int, mean: Sequence[float], std: Sequence[float]
-) -> Callable[[Tensor], Tensor]:
+def build_eval_transform(*, size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
     """Clean eval transform: resize (antialiased) only when not already ``size`` square, then normalise."""
     return build_view_transform(augment="none", size=size, mean=mean, std=std)
 

@@ -66,6 +66,21 @@ def extract_features(
 
 
 @torch.no_grad()
+def reset_norm_affine(encoder: nn.Module) -> nn.Module:
+    """Set every normalisation layer's scale to 1 and shift to 0 (PyTorch's default initialisation).
+
+    timm zero-initialises the last BatchNorm scale of each residual block (``zero_init_last``), which makes
+    a freshly initialised ResNet's blocks identities; a random-init floor should see the random blocks.
+    """
+    for m in encoder.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm | nn.GroupNorm | nn.LayerNorm) and m.weight is not None:
+            m.weight.fill_(1.0)
+            if m.bias is not None:
+                m.bias.zero_()
+    return encoder
+
+
+@torch.no_grad()
 def recalibrate_batchnorm(
     encoder: nn.Module,
     dataset: Dataset,

@@ -7,8 +7,9 @@ Definitions (also written into ``metrics.json``):
   chosen on a 10 % validation split of train, test top-1 reported once (see `linear_probe`).
 - RankMe: exp(entropy) of the normalised singular values of up to 25,600 train features (backbone output
   for exported encoders: the projector is not exported), no centring.
-- Floors: ``raw_pixels`` (the normalised eval image, flattened) and ``random_init`` (the same architecture,
-  randomly initialised, BatchNorm statistics re-estimated on 20 clean training batches).
+- Floors: ``raw_pixels`` (the eval image, flattened) and ``random_init`` (the same architecture, random
+  weights with the norm layers' affine reset to identity (`reset_norm_affine`), BatchNorm statistics
+  re-estimated on 20 clean training batches).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ssl_toolkit.eval.features import extract_features, recalibrate_batchnorm
+from ssl_toolkit.eval.features import extract_features, recalibrate_batchnorm, reset_norm_affine
 from ssl_toolkit.eval.knn import knn_accuracy
 from ssl_toolkit.eval.linear import linear_probe
 from ssl_toolkit.eval.rankme import rankme
@@ -36,8 +37,8 @@ DEFINITIONS = {
     "rankme": "exp(entropy) of normalised singular values of up to 25,600 train features, no centring "
     "(backbone features)",
     "raw_pixels": "floor: normalised eval image flattened",
-    "random_init": "floor: same architecture randomly initialised, BatchNorm statistics re-estimated on 20 "
-    "clean training batches",
+    "random_init": "floor: same architecture, random weights (timm init with every norm layer's affine reset to "
+    "identity), BatchNorm statistics re-estimated on 20 clean training batches",
 }
 
 
@@ -57,9 +58,7 @@ def score_features(
     metrics: dict[str, float] = {}
     for name, (k, temperature) in KNN_PROTOCOLS.items():
         k = min(k, int((train_y >= 0).sum()))
-        metrics[f"knn_{name}"] = knn_accuracy(train_f, train_y, test_f, test_y, k=k, temperature=temperature)[
-            k
-        ]
+        metrics[f"knn_{name}"] = knn_accuracy(train_f, train_y, test_f, test_y, k=k, temperature=temperature)[k]
     probe = linear_probe(
         train_f, train_y, test_f, test_y, lrs=linear_lrs, epochs=linear_epochs, seed=seed, progress=progress
     )
@@ -96,6 +95,7 @@ def evaluate(
     if floors:
         candidates["raw_pixels"] = None
         if random_encoder is not None:
+            random_encoder = reset_norm_affine(random_encoder)
             candidates["random_init"] = recalibrate_batchnorm(
                 random_encoder, train_set, transform=transform, device=device
             )
@@ -128,7 +128,6 @@ def format_table(results: dict[str, Any]) -> str:
         if not (isinstance(m, dict) and "knn_instdisc" in m):
             continue
         lines.append(
-            f"{name:<14}{m['knn_instdisc']:>13.2f}%{m['knn_dino']:>9.2f}%{m['linear']:>8.2f}%"
-            f"{m['rankme']:>9.1f}"
+            f"{name:<14}{m['knn_instdisc']:>13.2f}%{m['knn_dino']:>9.2f}%{m['linear']:>8.2f}%{m['rankme']:>9.1f}"
         )
     return "\n".join(lines)

@@ -41,8 +41,7 @@ def objective_kwargs(name: str) -> dict[str, Any]:
     return {
         p.name: p.default
         for p in params.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-        or (p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD)
+        if p.kind is inspect.Parameter.KEYWORD_ONLY or (p.name != "self" and p.kind is p.POSITIONAL_OR_KEYWORD)
     }
 
 

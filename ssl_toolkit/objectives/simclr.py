@@ -74,9 +74,7 @@ def multiview_ntxent(z: list[Tensor], temperature: float, *, gather_distributed:
     self_col = (view[:, None] * global_b + local[None, :]).reshape(-1)  # (V*B,)
     rows = torch.arange(n_views * batch, device=device)
     logits = logits.masked_fill(
-        torch.zeros_like(logits, dtype=torch.bool).index_put_(
-            (rows, self_col), torch.tensor(True, device=device)
-        ),
+        torch.zeros_like(logits, dtype=torch.bool).index_put_((rows, self_col), torch.tensor(True, device=device)),
         float("-inf"),
     )
     log_prob = logits.log_softmax(dim=1)  # (V*B, V*W*B)

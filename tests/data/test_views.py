@@ -64,9 +64,7 @@ def test_views_depend_only_on_seed_epoch_index() -> None:
     def run(num_workers: int) -> dict[int, list[torch.Tensor]]:
         sampler = EpochSampler(n, seed=7)
         sampler.set_epoch(1)
-        loader = DataLoader(
-            ds, batch_size=4, sampler=sampler, num_workers=num_workers, collate_fn=collate_views
-        )
+        loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=num_workers, collate_fn=collate_views)
         out: dict[int, list[torch.Tensor]] = {}
         for views, ids in loader:
             for b, i in enumerate(ids.tolist()):

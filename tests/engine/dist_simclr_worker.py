@@ -21,9 +21,7 @@ def make_model() -> SSLModel:
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 32), nn.ReLU(), nn.Linear(32, 24))
     projector = nn.Sequential(nn.Linear(24, 24), nn.ReLU(), nn.Linear(24, 16))
-    return SSLModel(
-        encoder=encoder, projector=projector, objective=build_objective("simclr", temperature=0.3)
-    )
+    return SSLModel(encoder=encoder, projector=projector, objective=build_objective("simclr", temperature=0.3))
 
 
 def make_batch(n_views: int, batch: int) -> list[torch.Tensor]:
@@ -42,9 +40,7 @@ def main(out_path: str, n_views: int, global_batch: int) -> None:
     accelerator.backward(out.loss)
     loss = accelerator.reduce(out.loss.detach(), reduction="mean")
     if accelerator.is_main_process:
-        grads = {
-            f"grad.{n}": p.grad.contiguous() for n, p in accelerator.unwrap_model(model).named_parameters()
-        }
+        grads = {f"grad.{n}": p.grad.contiguous() for n, p in accelerator.unwrap_model(model).named_parameters()}
         save_file({"loss": loss.reshape(1), **grads}, out_path)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # destroys the process group; exiting without it can abort in gloo

@@ -106,3 +106,12 @@ def test_world_size_mismatch_is_reported(tmp_path: Path, data: Path, monkeypatch
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(RuntimeError, match="WORLD_SIZE=2 but accelerate sees 1"):
         engine.train(_cfg(tmp_path, data, "ws"))
+
+
+def test_accumulation_and_bf16_autocast_run(tmp_path: Path, data: Path) -> None:
+    run = engine.train(
+        _cfg(tmp_path, data, "accum", "train.batch_size=4", "train.grad_accum=2", "train.mixed_precision=bf16")
+    )
+    losses = _losses(run)
+    assert len(losses) == 8  # 8 batches of 4 per epoch, 2 per optimizer step, 2 epochs
+    assert all(torch.isfinite(torch.tensor(losses)))

@@ -24,9 +24,7 @@ def test_unknown_kwarg_lists_accepted() -> None:
 
 
 def test_overrides_win_and_plugin_strings_resolve() -> None:
-    obj = build_objective(
-        {"name": "ssl_toolkit.objectives.simclr:SimCLR", "temperature": 0.5}, temperature=0.2
-    )
+    obj = build_objective({"name": "ssl_toolkit.objectives.simclr:SimCLR", "temperature": 0.5}, temperature=0.2)
     assert obj.temperature == 0.2
     assert objective_kwargs("simclr") == {"temperature": 0.1, "gather_distributed": True}
 
