@@ -166,6 +166,8 @@ def train(cfg: DictConfig) -> Path:
                 break
     bar.close()
     logger.close()
+    if hasattr(data["base"], "summary"):  # image folders: corrupt files skipped during the run
+        accelerator.print(data["base"].summary())
     if accelerator.is_main_process:
         export_run(cfg, core.encoder, data["base"], run_dir, step)
     accelerator.wait_for_everyone()

@@ -145,6 +145,8 @@ class ImageFolder(Dataset):
                 f"but some sit at the top level: {', '.join(top)}; use labelled=false for unlabelled data"
             )
         self.samples = [str(p) for p in readable]
+        # Files that failed a full decode, shared with DataLoader workers so the main process can count them.
+        self._failed = torch.zeros(len(self.samples), dtype=torch.bool).share_memory_()
         self.labelled = bool(labelled)
         if self.labelled:
             first = [p.relative_to(self.root).parts[0] for p in readable]
@@ -186,11 +188,12 @@ class ImageFolder(Dataset):
         for k in range(n):
             j = (int(index) + k) % n
             path = self.samples[j]
-            if path in self.skipped:
+            if path in self.skipped or bool(self._failed[j]):
                 continue
             try:
                 image = self.load(j)
             except Exception as exc:  # a truncated or broken file: skip it, try the next index
+                self._failed[j] = True
                 self._skip(path, exc)
                 continue
             label = int(self.labels[j]) if self.labels is not None else -1
@@ -198,11 +201,14 @@ class ImageFolder(Dataset):
         raise DataError(f"no readable image left in {str(self.root)!r}: {self.summary()}")
 
     def summary(self) -> str:
-        """One line: how many files were skipped so far (in this process) and why."""
-        n = len(self.skipped)
+        """One line: how many files were skipped so far (in any process, workers included) and why."""
+        reasons = dict(self.skipped)
+        for j in self._failed.nonzero().flatten().tolist():
+            reasons.setdefault(self.samples[j], "failed to decode (in a data-loader worker; see its warning)")
+        n = len(reasons)
         if n == 0:
             return "0 corrupt or unreadable files skipped"
-        items = list(self.skipped.items())
+        items = list(reasons.items())
         shown = "; ".join(f"{p} ({r})" for p, r in items[:10])
         more = f"; ... and {n - 10} more" if n > 10 else ""
         return f"{n} corrupt or unreadable files skipped: {shown}{more}"

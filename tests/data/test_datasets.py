@@ -65,6 +65,16 @@ def test_image_folder_modes_labels_and_corrupt_files(tmp_path: Path) -> None:
         assert torch.equal(ds[7][0], items[0][0])
 
 
+def test_failures_in_loader_workers_reach_the_main_process_summary(tmp_path: Path) -> None:
+    _write_folder(tmp_path)
+    with pytest.warns(UserWarning, match="z_garbage.png"):
+        ds = ImageFolder(str(tmp_path))
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=1, collate_fn=list)
+    assert sum(len(batch) for batch in loader) == 8  # the truncated file was replaced in the worker
+    summary = ds.summary()
+    assert summary.startswith("2 corrupt or unreadable files skipped:") and "h_truncated.jpg" in summary
+
+
 def test_image_folder_unlabelled_and_errors(tmp_path: Path) -> None:
     flat = tmp_path / "flat"
     flat.mkdir()
