@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -59,120 +60,162 @@ def _build_loader(data: dict, cfg: DictConfig) -> DataLoader:
     )
 
 
-def train(cfg: DictConfig) -> Path:
-    """Pretrain as the recipe says, resuming from ``checkpoints/last`` when present; return the run folder."""
+@dataclass
+class _Run:
+    """Everything one training run holds, prepared by accelerate."""
+
+    cfg: DictConfig
+    accelerator: Accelerator
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    data: dict
+    run_dir: Path
+    ckpt_dir: Path
+    total_steps: int = 0
+
+
+def _prepare(cfg: DictConfig) -> _Run:
+    """Accelerator, seed, run folder, data, model and optimizer; resume from ``checkpoints/last``."""
     tc = cfg.train
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.cpu)
     _check_world_size(accelerator)
     set_seed(tc.seed)
-    run_dir, ckpt_dir = run_dir_of(cfg), run_dir_of(cfg) / "checkpoints"
+    run_dir = run_dir_of(cfg)
+    ckpt_dir = run_dir / "checkpoints"
     if accelerator.is_main_process:
         save_resolved(cfg, run_dir / "recipe.yaml")
         clean_stale(ckpt_dir)
     accelerator.wait_for_everyone()
-
     data = build_train_data(cfg)
     model = build_model(cfg)
     optimizer = build_optimizer(model, tc)
-    loader = _build_loader(data, cfg)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    core = accelerator.unwrap_model(model)
-
+    model, optimizer, loader = accelerator.prepare(model, optimizer, _build_loader(data, cfg))
+    run = _Run(cfg, accelerator, model, optimizer, loader, data, run_dir, ckpt_dir)
     resume_from = last_checkpoint(ckpt_dir) if tc.resume else None
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        accelerator.print(f"resumed from {resume_from} at step {int(core.train_step)}")
-    step = int(core.train_step)
-
-    batches_per_epoch = len(loader)
-    if batches_per_epoch < tc.grad_accum:
+        accelerator.print(f"resumed from {resume_from} at step {_core(run).train_step.item()}")
+    if len(loader) < tc.grad_accum:
         raise RuntimeError(
-            f"only {batches_per_epoch} batch(es) per epoch per process: lower train.batch_size "
-            f"({tc.batch_size}) or use more images"
+            f"only {len(loader)} batch(es) per epoch per process: lower train.batch_size ({tc.batch_size}) "
+            "or use more images"
         )
-    steps_per_epoch = batches_per_epoch // tc.grad_accum
-    total = tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
-    logger = MetricsLogger(run_dir, enabled=accelerator.is_main_process, resume_step=step)
-    bar = tqdm(
-        total=total,
-        initial=step,
-        desc="pretrain",
-        unit="step",
-        dynamic_ncols=True,
-        disable=not (tc.progress_bar and accelerator.is_main_process),
-    )
-    images_per_step = tc.batch_size * tc.grad_accum * accelerator.num_processes
-    t_last, step_last = time.perf_counter(), step
+    steps = tc.epochs * (len(loader) // tc.grad_accum)
+    run.total_steps = steps if tc.max_steps is None else min(tc.max_steps, steps)
+    return run
 
-    model.train()
-    start_epoch, skip = divmod(step * tc.grad_accum, batches_per_epoch)
+
+def _core(run: _Run) -> torch.nn.Module:
+    return run.accelerator.unwrap_model(run.model)
+
+
+def _forward_backward(run: _Run, views: list[torch.Tensor], ids: torch.Tensor, step: int, epoch: int):
+    """One micro-batch: loss, NaN guard, backward and (on accumulation boundaries) the optimizer step."""
+    acc, tc = run.accelerator, run.cfg.train
+    with acc.accumulate(run.model):
+        ctx = StepContext(
+            step=step,
+            progress=step / run.total_steps,
+            n_global=run.data["n_global"],
+            ids=ids,
+            view_kinds=run.data["view_kinds"],
+        )
+        out = run.model(views, ctx)
+        loss_mean = acc.reduce(out.loss.detach(), reduction="mean")  # also keeps every process's guard in step
+        if not torch.isfinite(loss_mean):
+            raise NonFiniteLossError(
+                f"loss is {loss_mean.item()} at step {step} (epoch {epoch}); stopped without writing a "
+                f"checkpoint, the last good one is {last_checkpoint(run.ckpt_dir) or 'none'}. Lower "
+                "train.lr, raise the temperature or use train.mixed_precision=no"
+            )
+        acc.backward(out.loss)
+        if acc.sync_gradients:
+            factor = lr_factor(
+                step, total_steps=run.total_steps, warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio
+            )
+            for group in run.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            if tc.grad_clip:
+                acc.clip_grad_norm_(run.model.parameters(), tc.grad_clip)
+        run.optimizer.step()
+        run.optimizer.zero_grad(set_to_none=True)
+    return loss_mean, out.logs
+
+
+class _Progress:
+    """Progress bar (main process) and metrics rows every ``log_every`` steps, with images/s."""
+
+    def __init__(self, run: _Run, step: int) -> None:
+        tc, acc = run.cfg.train, run.accelerator
+        self.run = run
+        self.logger = MetricsLogger(run.run_dir, enabled=acc.is_main_process, resume_step=step)
+        self.bar = tqdm(
+            total=run.total_steps,
+            initial=step,
+            desc="pretrain",
+            unit="step",
+            dynamic_ncols=True,
+            disable=not (tc.progress_bar and acc.is_main_process),
+        )
+        self.images_per_step = tc.batch_size * tc.grad_accum * acc.num_processes
+        self.t_last, self.step_last = time.perf_counter(), step
+
+    def update(self, step: int, epoch: int, loss_mean: torch.Tensor, logs: dict[str, torch.Tensor]) -> None:
+        self.bar.update(1)
+        if step % self.run.cfg.train.log_every and step != self.run.total_steps:
+            return
+        now = time.perf_counter()
+        speed = (step - self.step_last) * self.images_per_step / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last = now, step
+        acc = self.run.accelerator
+        extra = {
+            k: acc.reduce(v.detach().float().to(loss_mean.device), reduction="mean").item() for k, v in logs.items()
+        }
+        lr = self.run.optimizer.param_groups[0]["lr"]
+        row = {"epoch": epoch, "loss": loss_mean.item(), "lr": lr, "images_per_s": speed, **extra}
+        self.logger.log(step, row)
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{speed:.0f}", lr=f"{lr:.3g}")
+
+    def close(self) -> None:
+        self.bar.close()
+        self.logger.close()
+
+
+def train(cfg: DictConfig) -> Path:
+    """Pretrain as the recipe says, resuming from ``checkpoints/last`` when present; return the run folder."""
+    run = _prepare(cfg)
+    acc, tc = run.accelerator, cfg.train
+    core = _core(run)
+    step = int(core.train_step)
+    progress = _Progress(run, step)
+    run.model.train()
+    start_epoch, skip = divmod(step * tc.grad_accum, len(run.loader))
     for epoch in range(start_epoch, tc.epochs):
-        if step >= total:
+        if step >= run.total_steps:
             break
-        loader.set_epoch(epoch)
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+        run.loader.set_epoch(epoch)
+        batches = acc.skip_first_batches(run.loader, skip) if skip else run.loader
         skip = 0
         for views, ids in batches:
-            with accelerator.accumulate(model):
-                ctx = StepContext(
-                    step=step,
-                    progress=step / total,
-                    n_global=data["n_global"],
-                    ids=ids,
-                    view_kinds=data["view_kinds"],
-                )
-                out = model(views, ctx)
-                loss_mean = accelerator.reduce(out.loss.detach(), reduction="mean")
-                if not torch.isfinite(loss_mean):
-                    raise NonFiniteLossError(
-                        f"loss is {loss_mean.item()} at step {step} (epoch {epoch}); stopped without writing a "
-                        f"checkpoint, the last good one is {last_checkpoint(ckpt_dir) or 'none'}. Lower "
-                        "train.lr, raise the temperature or use train.mixed_precision=no"
-                    )
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    factor = lr_factor(step, total_steps=total, warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio)
-                    for group in optimizer.param_groups:
-                        group["lr"] = group["base_lr"] * factor
-                    if tc.grad_clip:
-                        accelerator.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            if not accelerator.sync_gradients:
+            loss_mean, logs = _forward_backward(run, views, ids, step, epoch)
+            if not acc.sync_gradients:
                 continue
             step += 1
             core.train_step.fill_(step)
-            bar.update(1)
-            if step % tc.log_every == 0 or step == total:
-                now = time.perf_counter()
-                speed = (step - step_last) * images_per_step / max(now - t_last, 1e-9)
-                t_last, step_last = now, step
-                logs = {
-                    k: accelerator.reduce(v.detach().float().to(loss_mean.device), reduction="mean").item()
-                    for k, v in out.logs.items()
-                }
-                row = {
-                    "epoch": epoch,
-                    "loss": loss_mean.item(),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "images_per_s": speed,
-                    **logs,
-                }
-                logger.log(step, row)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{speed:.0f}", lr=f"{row['lr']:.3g}")
-            if step % tc.save_every == 0 or step == total:
-                save_checkpoint(accelerator, ckpt_dir, step)
-            if step >= total:
+            progress.update(step, epoch, loss_mean, logs)
+            if step % tc.save_every == 0 or step == run.total_steps:
+                save_checkpoint(acc, run.ckpt_dir, step)
+            if step >= run.total_steps:
                 break
-    bar.close()
-    logger.close()
-    if hasattr(data["base"], "summary"):  # image folders: corrupt files skipped during the run
-        accelerator.print(data["base"].summary())
-    if accelerator.is_main_process:
-        export_run(cfg, core.encoder, data["base"], run_dir, step)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return run_dir
+    progress.close()
+    if hasattr(run.data["base"], "summary"):  # image folders: corrupt files skipped during the run
+        acc.print(run.data["base"].summary())
+    if acc.is_main_process:
+        export_run(cfg, core.encoder, run.data["base"], run.run_dir, step)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return run.run_dir
 
 
 def export_run(cfg: DictConfig, encoder: torch.nn.Module, base, run_dir: Path, step: int) -> Path:

@@ -33,6 +33,15 @@ def _losses(run_dir: Path) -> list[float]:
         return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """accelerate keeps one process-wide state; runs with other precision settings need it cleared."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images"))
