@@ -226,7 +226,6 @@ def export_run(cfg: DictConfig, encoder: torch.nn.Module, base, run_dir: Path, s
         run_dir / "encoder",
         backbone=cfg.model.backbone,
         backbone_kwargs=OmegaConf.to_container(cfg.model.backbone_kwargs, resolve=True),
-        small_input=cfg.model.small_input,
         input_size=(size, size),
         mean=base.mean,
         std=base.std,

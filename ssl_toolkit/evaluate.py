@@ -66,11 +66,7 @@ def evaluate_encoder_dir(
     train, test = _splits(dataset, root, download)
     transform = build_eval_transform(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
     torch.manual_seed(seed)
-    random_encoder = build_encoder(
-        config["architecture"],
-        small_input=bool(config.get("ssl_toolkit", {}).get("small_input", False)),
-        backbone_kwargs=config.get("model_args", {}),
-    )
+    random_encoder = build_encoder(config["architecture"], backbone_kwargs=config.get("model_args", {}))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results = evaluate(
         encoder,

@@ -2,8 +2,9 @@
 
 The ``pretrained_cfg`` describes *this* run (input size, mean/std, recipe), never the backbone's ImageNet
 defaults, so ``timm.create_model("local-dir:<dir>", pretrained=True, num_classes=0)`` reloads it with the
-right preprocessing. `load_encoder` does the same without timm's hub machinery and also handles the
-``small_input`` stem (which timm has no keyword for). Weights are safetensors: nothing is unpickled.
+right preprocessing. Small-input ResNets are exported under their registered ``<name>_small_input``
+architecture (`ssl_toolkit.small_input`), which timm finds once ssl_toolkit is imported. `load_encoder`
+does the same without timm's hub machinery. Weights are safetensors: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ def export_encoder(
     *,
     backbone: str,
     backbone_kwargs: Mapping[str, Any] | None = None,
-    small_input: bool = False,
     input_size: Sequence[int],
     mean: Sequence[float],
     std: Sequence[float],
@@ -47,7 +47,9 @@ def export_encoder(
     model_args = dict(backbone_kwargs or {})
     json.dumps(model_args)  # must be JSON-serialisable for timm to rebuild the model
     config = {
-        "architecture": backbone,
+        "architecture": encoder.pretrained_cfg.get("architecture", backbone)
+        if hasattr(encoder, "pretrained_cfg")
+        else backbone,
         "num_classes": 0,
         "num_features": int(getattr(encoder, "num_features", 0)) or None,
         "model_args": model_args,
@@ -66,7 +68,6 @@ def export_encoder(
         "ssl_toolkit": {
             "version": __version__,
             "recipe": recipe_name,
-            "small_input": small_input,
             **(extra or {}),
         },
     }
@@ -106,11 +107,7 @@ def read_export_config(path: str | Path) -> dict[str, Any]:
 def load_encoder(path: str | Path) -> nn.Module:
     """Rebuild an exported encoder in eval mode; ``encoder.pretrained_cfg`` holds its preprocessing."""
     config = read_export_config(path)
-    encoder = build_encoder(
-        config["architecture"],
-        small_input=bool(config.get("ssl_toolkit", {}).get("small_input", False)),
-        backbone_kwargs=config.get("model_args", {}),
-    )
+    encoder = build_encoder(config["architecture"], backbone_kwargs=config.get("model_args", {}))
     state = load_file(str(Path(path) / WEIGHTS))
     missing, unexpected = encoder.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -18,33 +18,28 @@ from torch import Tensor, nn
 
 from ssl_toolkit.errors import ConfigError
 from ssl_toolkit.objectives import LossOutput, Objective, StepContext
-
-
-def make_small_input(encoder: nn.Module) -> nn.Module:
-    """Give a timm ResNet a 3x3 stride-1 stem and no max-pool (the usual CIFAR-size variant).
-
-    timm has no keyword for this, so the stem is replaced in place; `export` records the flag so that
-    `load_encoder` rebuilds the same network.
-    """
-    conv = getattr(encoder, "conv1", None)
-    if not isinstance(conv, nn.Conv2d) or not hasattr(encoder, "maxpool"):
-        raise ConfigError(
-            f"model.small_input=true only applies to timm ResNets (conv1 + maxpool), not {type(encoder).__name__}"
-        )
-    encoder.conv1 = nn.Conv2d(conv.in_channels, conv.out_channels, 3, stride=1, padding=1, bias=False)
-    encoder.maxpool = nn.Identity()
-    return encoder
+from ssl_toolkit.small_input import SUFFIX
 
 
 def build_encoder(
     backbone: str, *, small_input: bool = False, backbone_kwargs: Mapping[str, Any] | None = None
 ) -> nn.Module:
-    """A timm model without classifier (`num_classes=0`), randomly initialised; never downloads weights."""
+    """A timm model without classifier (`num_classes=0`), randomly initialised; never downloads weights.
+
+    ``small_input=True`` selects the registered ``<backbone>_small_input`` variant (3x3 stride-1 stem, no
+    max-pool; see `ssl_toolkit.small_input`), which exports and reloads like any timm model.
+    """
+    name = backbone
+    if small_input and not backbone.endswith(SUFFIX):
+        name = f"{backbone}{SUFFIX}"
+        if not timm.is_model(name):
+            accepted = ", ".join(m.removesuffix(SUFFIX) for m in timm.list_models(f"*{SUFFIX}"))
+            raise ConfigError(f"model.small_input=true is available for {accepted}, not {backbone!r}")
+    kwargs = dict(backbone_kwargs or {})
     try:
-        encoder = timm.create_model(backbone, pretrained=False, num_classes=0, **dict(backbone_kwargs or {}))
+        return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
     except (RuntimeError, TypeError, ValueError) as err:
-        raise ConfigError(f"cannot build backbone {backbone!r} with {dict(backbone_kwargs or {})}: {err}") from err
-    return make_small_input(encoder) if small_input else encoder
+        raise ConfigError(f"cannot build backbone {name!r} with {kwargs}: {err}") from err
 
 
 def build_projector(in_dim: int, *, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2) -> nn.Module:

@@ -42,13 +42,12 @@ def _perturb(encoder: nn.Module, *, steps: int = 3, seed: int = 0) -> nn.Module:
     return encoder.eval()
 
 
-def _export(encoder: nn.Module, out: Path, *, backbone: str = BACKBONE, small_input: bool = False) -> Path:
+def _export(encoder: nn.Module, out: Path, *, backbone: str = BACKBONE) -> Path:
     return export_encoder(
         encoder,
         out,
         backbone=backbone,
         backbone_kwargs=KWARGS,
-        small_input=small_input,
         input_size=(SIZE, SIZE),
         mean=MEAN,
         std=STD,
@@ -116,12 +115,18 @@ def test_small_input_export_reloads_exactly(tmp_path: Path) -> None:
     # resnet10t has a deep (Sequential) stem, so the small-input variant needs a plain 7x7-stem ResNet.
     torch.manual_seed(1)
     encoder = _perturb(build_encoder("resnet18", small_input=True, backbone_kwargs=KWARGS))
-    out = _export(encoder, tmp_path / "small", backbone="resnet18", small_input=True)
-    model = load_encoder(out)
-    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
-    assert isinstance(model.maxpool, nn.Identity)
+    out = _export(encoder, tmp_path / "small", backbone="resnet18")
+    assert json.loads((out / "config.json").read_text())["architecture"] == "resnet18_small_input"
     x = _images()
-    assert torch.equal(model(x), encoder(x))
+    for model in (load_encoder(out), timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=0).eval()):
+        assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
+        assert isinstance(model.maxpool, nn.Identity)
+        assert torch.equal(model(x), encoder(x))
+
+
+def test_small_input_is_refused_for_other_backbones() -> None:
+    with pytest.raises(ConfigError, match="available for resnet18, resnet34, resnet50"):
+        build_encoder("resnet10t", small_input=True)
 
 
 def test_not_an_export_folder_is_config_error(tmp_path: Path, exported: Path) -> None:
