@@ -65,6 +65,8 @@ def evaluate_encoder_dir(
     size = size or int(cfg["input_size"][-1])
     train, test = _splits(dataset, root, download)
     transform = build_eval_transform(size=size, mean=tuple(cfg["mean"]), std=tuple(cfg["std"]))
+    # the raw-pixel floor: [0, 1] values at the images' own size (no normalisation, no upsampling)
+    pixel_transform = build_eval_transform(size=train.native_size or size, mean=(0.0,) * 3, std=(1.0,) * 3)
     torch.manual_seed(seed)
     random_encoder = build_encoder(config["architecture"], backbone_kwargs=config.get("model_args", {}))
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -73,6 +75,7 @@ def evaluate_encoder_dir(
         train_set=_seeded_subset(train, max_train, seed),
         test_set=_seeded_subset(test, max_test, seed + 1),
         transform=transform,
+        pixel_transform=pixel_transform,
         random_encoder=random_encoder,
         floors=floors,
         batch_size=batch_size,

@@ -7,7 +7,8 @@ Definitions (also written into ``metrics.json``):
   chosen on a 10 % validation split of train, test top-1 reported once (see `linear_probe`).
 - RankMe: exp(entropy) of the normalised singular values of up to 25,600 train features (backbone output
   for exported encoders: the projector is not exported), no centring.
-- Floors: ``raw_pixels`` (the eval image, flattened) and ``random_init`` (the same architecture, random
+- Floors: ``raw_pixels`` (pixel values in [0, 1] at native size, flattened; ``pixel_transform``) and
+  ``random_init`` (the same architecture, random
   weights with the norm layers' affine reset to identity (`reset_norm_affine`), BatchNorm statistics
   re-estimated on 20 clean training batches).
 """
@@ -36,7 +37,7 @@ DEFINITIONS = {
     "test top-1 %",
     "rankme": "exp(entropy) of normalised singular values of up to 25,600 train features, no centring "
     "(backbone features)",
-    "raw_pixels": "floor: normalised eval image flattened",
+    "raw_pixels": "floor: pixel values in [0, 1] at the images' native size (no normalisation), flattened",
     "random_init": "floor: same architecture, random weights (timm init with every norm layer's affine reset to "
     "identity), BatchNorm statistics re-estimated on 20 clean training batches",
 }
@@ -77,6 +78,7 @@ def evaluate(
     train_set: Dataset,
     test_set: Dataset,
     transform: Callable[[Tensor], Tensor],
+    pixel_transform: Callable[[Tensor], Tensor] | None = None,
     random_encoder: nn.Module | None = None,
     floors: bool = True,
     batch_size: int = 512,
@@ -105,7 +107,7 @@ def evaluate(
             extract_features(
                 model,
                 ds,
-                transform=transform,
+                transform=pixel_transform if model is None and pixel_transform is not None else transform,
                 batch_size=batch_size,
                 device=device,
                 desc=f"{name} {split}",
