@@ -177,3 +177,23 @@ def test_failed_reexport_keeps_old_export_and_cleans_up(
     x = _images()
     assert torch.equal(load_encoder(out)(x), trained(x))  # the previous export is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["encoder"]
+
+
+@torch.no_grad()
+def test_stride_two_small_input_stem_exports_through_model_args(tmp_path: Path) -> None:
+    kwargs = {**KWARGS, "stem_stride": 2}
+    encoder = _perturb(build_encoder("resnet18", small_input=True, backbone_kwargs=kwargs))
+    assert encoder.conv1.stride == (2, 2)
+    out = export_encoder(
+        encoder,
+        tmp_path / "s2",
+        backbone="resnet18",
+        backbone_kwargs=kwargs,
+        input_size=(SIZE, SIZE),
+        mean=MEAN,
+        std=STD,
+        recipe_name="s2",
+    )
+    reloaded = timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=0).eval()
+    x = _images()
+    assert reloaded.conv1.stride == (2, 2) and torch.equal(reloaded(x), encoder(x))
