@@ -36,9 +36,9 @@ from lightly.models.modules import SimCLRProjectionHead
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+import ssl_toolkit  # noqa: F401  registers the <name>_small_input timm models
 from ssl_toolkit import config
 from ssl_toolkit.builders import build_model, build_optimizer
-from ssl_toolkit.model import make_small_input
 from ssl_toolkit.objectives import StepContext
 from ssl_toolkit.schedule import lr_factor
 
@@ -90,11 +90,8 @@ def machine(accelerator: Accelerator) -> dict[str, object]:
 def bare_step_fn(cfg: DictConfig, device: torch.device, views: list[Tensor]) -> Callable[[], None]:
     """The baseline: what a user would write with timm + lightly + torch alone."""
     m = cfg.model
-    encoder = timm.create_model(
-        m.backbone, pretrained=False, num_classes=0, **OmegaConf.to_container(m.backbone_kwargs)
-    )
-    if m.small_input:
-        encoder = make_small_input(encoder)  # same network as the engine path (timm has no keyword for it)
+    name = f"{m.backbone}_small_input" if m.small_input else m.backbone  # the same timm model as the engine's
+    encoder = timm.create_model(name, pretrained=False, num_classes=0, **OmegaConf.to_container(m.backbone_kwargs))
     head = SimCLRProjectionHead(encoder.num_features, m.projector_hidden, m.projector_out, m.projector_layers)
     model = nn.Sequential(encoder, head).to(device).train()
     temperature = float(cfg.objective.get("temperature", 0.1))
