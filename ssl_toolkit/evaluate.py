@@ -6,6 +6,7 @@ This is the glue between `ssl_toolkit.export` (which encoder), `ssl_toolkit.data
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,18 +14,12 @@ from typing import Any
 
 import torch
 
+from ssl_toolkit.builders import seeded_subset
 from ssl_toolkit.data import build_dataset, build_eval_transform
 from ssl_toolkit.errors import ConfigError
 from ssl_toolkit.eval.run import evaluate, format_table
 from ssl_toolkit.export import load_encoder, read_export_config
 from ssl_toolkit.model import build_encoder
-
-
-def _seeded_subset(dataset, size: int | None, seed: int):
-    if size is None or size >= len(dataset):
-        return dataset
-    g = torch.Generator().manual_seed(seed)
-    return torch.utils.data.Subset(dataset, torch.randperm(len(dataset), generator=g)[:size].tolist())
 
 
 def _splits(dataset: str, root: str | None, download: bool) -> tuple[Any, Any]:
@@ -72,8 +67,8 @@ def evaluate_encoder_dir(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results = evaluate(
         encoder,
-        train_set=_seeded_subset(train, max_train, seed),
-        test_set=_seeded_subset(test, max_test, seed + 1),
+        train_set=seeded_subset(train, max_train, seed),
+        test_set=seeded_subset(test, max_test, seed + 1),
         transform=transform,
         pixel_transform=pixel_transform,
         random_encoder=random_encoder,
@@ -95,8 +90,6 @@ def evaluate_encoder_dir(
         "test_size": min(len(test), max_test or len(test)),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    import json
-
     out = Path(out_path) if out_path is not None else encoder_dir.parent / "metrics.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     return results
