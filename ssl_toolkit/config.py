@@ -19,6 +19,7 @@ from ssl_toolkit.errors import ConfigError
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 DATASET_NAMES = ("fashion_mnist", "image_folder")
+REPLACED_WHOLE = ("objective", "model.backbone_kwargs")
 
 
 @dataclass
@@ -167,8 +168,8 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
                 accepted = ", ".join(map(str, node.keys())) if isinstance(node, DictConfig) else "none"
                 if not (isinstance(node, DictConfig) and parent == "objective"):
                     raise ConfigError(f"unknown key {key!r}; accepted under {parent}: {accepted}")
-            # `objective={...}` replaces the whole spec (kwargs of another objective would not apply)
-            merge = key != "objective"
+            # free-form dicts are replaced, not merged: kwargs of another objective or backbone would not apply
+            merge = key not in REPLACED_WHOLE
             OmegaConf.update(cfg, key, _parse_value(value), merge=merge, force_add=False)
     except OmegaConfBaseException as err:
         raise ConfigError(f"recipe error: {_describe(err, base)}") from err

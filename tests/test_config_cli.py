@@ -209,3 +209,17 @@ def test_console_script_eval(cli_runs: dict[str, dict]) -> None:
     assert help_run["rc"] == 0 and "encoder_dir" in help_run["stdout"]
     run = cli_runs["eval_missing"]
     _check_one_line_error(run["rc"], run["stdout"], run["stderr"], ["/nonexistent", "config.json"])
+
+
+def test_free_form_dicts_are_replaced_and_views_override_as_a_list(tmp_path: Path) -> None:
+    cfg = config.load(
+        REPO / "recipes" / "pretrain" / "simclr_fashion_mnist.yaml",
+        [
+            "model.backbone_kwargs={}",
+            "model.small_input=false",
+            "views=[{name: global, n: 3, size: 32}]",
+            f"data.root={tmp_path}",
+        ],
+    )
+    assert dict(cfg.model.backbone_kwargs) == {}
+    assert len(cfg.views) == 1 and cfg.views[0].n == 3 and cfg.views[0].augment == "simclr"
