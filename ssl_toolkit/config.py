@@ -219,8 +219,3 @@ def save_resolved(cfg: DictConfig, path: str | Path) -> None:
     """Write the fully resolved recipe (defaults included) so a run can be reproduced from its folder."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, path, resolve=True)
-
-
-def to_dict(node: Any) -> Any:
-    """A plain-Python copy of a config node (for keyword arguments)."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
