@@ -5,8 +5,11 @@ The engine calls ``objective(z, ctx)`` and knows nothing else about the method; 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 
@@ -37,10 +40,23 @@ class LossOutput:
     logs: dict[str, Tensor] = field(default_factory=dict)
 
 
+@contextmanager
+def float32_region(z: list[Tensor]) -> Iterator[list[Tensor]]:
+    """Autocast off and ``z`` cast to float32, for the loss maths.
+
+    Casting the inputs alone is not enough: under autocast a float32 matmul still runs (and rounds) in
+    bf16/fp16, and at temperature 0.1 a bf16 logit is off by up to ~0.03.
+    """
+    device_type = z[0].device.type if z else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield [v.float() for v in z]
+
+
 class Objective(nn.Module):
     """Base class of every self-supervised objective.
 
-    Subclasses take keyword-only constructor arguments, normalise and cast to float32 themselves, keep state
+    Subclasses take keyword-only constructor arguments, normalise and compute in float32 themselves
+    (``with float32_region(z) as z:``), keep state
     (queues, per-sample tables) in persistent buffers and learnable things in parameters.
     """
 

@@ -18,7 +18,7 @@ from lightly.loss import NTXentLoss
 from lightly.utils import dist as lightly_dist
 from torch import Tensor
 
-from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext
+from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region
 
 
 class SimCLR(Objective):
@@ -41,11 +41,11 @@ class SimCLR(Objective):
         """Shape: z is V >= 2 tensors of shape (B, D); returns a scalar loss."""
         if len(z) < 2:
             raise ValueError(f"simclr needs at least 2 views, got {len(z)}")
-        z = [v.float() for v in z]
-        if len(z) == 2:
-            loss = self._ntxent(z[0], z[1])
-        else:
-            loss = multiview_ntxent(z, self.temperature, gather_distributed=self.gather_distributed)
+        with float32_region(z) as z:
+            if len(z) == 2:
+                loss = self._ntxent(z[0], z[1])
+            else:
+                loss = multiview_ntxent(z, self.temperature, gather_distributed=self.gather_distributed)
         return LossOutput(loss=loss, logs={"temperature": torch.tensor(self.temperature)})
 
 

@@ -57,6 +57,19 @@ def test_float32_under_half_inputs() -> None:
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
 
 
+@pytest.mark.parametrize("n_views", [2, 3])
+def test_loss_is_float32_maths_under_autocast(n_views: int) -> None:
+    # bf16 logits at τ = 0.1 would move the loss by ~1e-2; the objective must switch autocast off
+    g = torch.Generator().manual_seed(1)
+    z = [torch.randn(64, 32, generator=g) for _ in range(n_views)]
+    objective = build_objective("simclr", temperature=0.1)
+    expected = objective(z).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = objective(z).loss
+    assert got.dtype == torch.float32
+    assert torch.allclose(got, expected, atol=1e-6, rtol=0)
+
+
 def test_rejects_single_view() -> None:
     with pytest.raises(ValueError, match="at least 2 views"):
         build_objective("simclr")([torch.randn(4, 3)])
