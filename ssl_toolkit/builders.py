@@ -9,7 +9,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import Dataset, Subset
 
-from ssl_toolkit.data import EpochSampler, ViewDataset, build_dataset, build_view_transforms
+from ssl_toolkit.data import EpochSampler, ViewDataset, build_dataset, build_view_transforms, collate_views
+from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages
 from ssl_toolkit.model import SSLModel, build_encoder, build_projector
 from ssl_toolkit.objectives import build_objective
 
@@ -32,18 +33,30 @@ def build_base_dataset(data: DictConfig, *, split: str = "train") -> Dataset:
 
 
 def build_train_data(cfg: DictConfig) -> dict[str, Any]:
-    """Training views: dataset yielding ``(views, index)``, its epoch sampler and view metadata."""
+    """Training views: dataset, its epoch sampler, the collate function that yields ``(views, ids)``, and
+    view metadata. ``data.view_backend`` picks per-image views in the dataset or batched views in the collate.
+    """
     base = build_base_dataset(cfg.data)
+    batched = cfg.data.view_backend == "batched"
     transforms, view_kinds, n_global = build_view_transforms(
-        _plain(cfg.views), mean=base.mean, std=base.std, greyscale=getattr(base, "greyscale", False)
+        _plain(cfg.views),
+        mean=base.mean,
+        std=base.std,
+        greyscale=getattr(base, "greyscale", False),
+        batched=batched,
     )
     images = seeded_subset(base, cfg.data.subset, cfg.train.seed)
-    dataset = ViewDataset(images, transforms, seed=cfg.train.seed)
     sampler = EpochSampler(len(images), seed=cfg.train.seed, shuffle=True)
+    if batched:
+        dataset: Dataset = PositionedImages(images)
+        collate = BatchViewCollate(transforms, n=len(images), seed=cfg.train.seed)
+    else:
+        dataset, collate = ViewDataset(images, transforms, seed=cfg.train.seed), collate_views
     return {
         "base": base,
         "dataset": dataset,
         "sampler": sampler,
+        "collate_fn": collate,
         "view_kinds": tuple(view_kinds),
         "n_global": n_global,
     }

@@ -19,6 +19,7 @@ from ssl_toolkit.errors import ConfigError
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 DATASET_NAMES = ("fashion_mnist", "image_folder")
+VIEW_BACKENDS = ("per_image", "batched")
 REPLACED_WHOLE = ("objective", "model.backbone_kwargs")
 
 
@@ -32,6 +33,9 @@ class DataConfig:
     labelled: bool | None = None  # image_folder: None = infer from sub-folders
     subset: int | None = None  # train on a seeded random subset of this many images
     num_workers: int = 1
+    # per_image: torchvision, one image at a time in the loader workers; batched: kornia, a whole batch per
+    # call with per-image randomness (much faster on small images; images must share one size)
+    view_backend: str = "per_image"
 
 
 @dataclass
@@ -192,6 +196,7 @@ def validate(cfg: DictConfig) -> None:
     from ssl_toolkit.objectives import build_objective
 
     _choice(cfg.data.name, DATASET_NAMES, "data.name")
+    _choice(cfg.data.view_backend, VIEW_BACKENDS, "data.view_backend")
     if cfg.data.name == "image_folder" and not cfg.data.root:
         raise ConfigError("data.name=image_folder needs data.root=/path/to/images")
     for key, root in (("data.root", cfg.data.root), ("eval.root", cfg.eval.root)):

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from ssl_toolkit.builders import build_model, build_optimizer, build_train_data
 from ssl_toolkit.checkpoint import clean_stale, last_checkpoint, save_checkpoint
 from ssl_toolkit.config import save_resolved
-from ssl_toolkit.data import collate_views
 from ssl_toolkit.export import export_encoder
 from ssl_toolkit.objectives import StepContext
 from ssl_toolkit.run_log import MetricsLogger
@@ -55,7 +54,7 @@ def _build_loader(data: dict, cfg: DictConfig) -> DataLoader:
         drop_last=True,  # equal batches on every process (gathered losses, Sinkhorn, queues)
         num_workers=workers,
         persistent_workers=workers > 0,
-        collate_fn=collate_views,
+        collate_fn=data["collate_fn"],
         pin_memory=torch.cuda.is_available(),
     )
 

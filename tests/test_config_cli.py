@@ -114,6 +114,7 @@ ERROR_CASES: dict[str, tuple[Path, list[str], list[str]]] = {
     "unknown_objective_kwarg": (TINY, ["objective.tau=0.1"], ["tau", "accepted", "temperature"]),
     "unknown_backbone": (TINY, ["model.backbone=resnet_nope"], ["resnet_nope", "backbone"]),
     "missing_data_path": (TINY, ["data.root=/does/not/exist"], ["data.root", "/does/not/exist"]),
+    "unknown_view_backend": (TINY, ["data.view_backend=gpu"], ["data.view_backend", "'gpu'", "batched"]),
     "malformed_override": (TINY, ["epochs"], ["'epochs'", "key=value"]),
     "missing_recipe": (REPO / "recipes" / "no_such_recipe.yaml", [], ["not found", "no_such_recipe.yaml"]),
 }

@@ -1,6 +1,6 @@
 """Data: datasets yielding uint8 (3, H, W) images, view transforms, and reproducible multi-view datasets.
 
-A leaf package: imports only torch, torchvision, numpy, PIL and ``ssl_toolkit.errors``.
+A leaf package: imports only torch, torchvision, kornia (batched views), numpy, PIL and ``ssl_toolkit.errors``.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def _probability(value: float, what: str) -> float:
     return float(value)
 
 
-def build_view_transform(
+def validated_view_args(
     *,
     augment: str = "simclr",
     size: int,
@@ -104,22 +104,11 @@ def build_view_transform(
     mean: Sequence[float],
     std: Sequence[float],
     greyscale: bool = False,
-) -> Callable[[Tensor], Tensor]:
-    """Build one view's transform: uint8 (3, H, W) -> float32 (3, size, size), normalised.
+) -> dict:
+    """Check one view's settings and fill in the defaults; the arguments of `build_view_transform`.
 
-    Args:
-        augment: a key of ``AUGMENT_PRESETS`` ("simclr", or "none" for resize + normalise).
-        size: output side in pixels.
-        scale: RandomResizedCrop area range, ``0 < a <= b <= 1``.
-        strength: colour-jitter strength s, jitter (0.8s, 0.8s, 0.8s, 0.2s); in [0, 2.5].
-        jitter_p: probability of applying colour jitter.
-        gray_p: probability of converting to greyscale.
-        blur_p: probability of Gaussian blur (sigma in [0.1, 2], kernel about 10 % of ``size``);
-            None means 0.5 when ``size > 32`` else 0 (no blur on 28-32 px inputs, SimCLR CIFAR practice).
-        mean: per-channel normalisation mean.
-        std: per-channel normalisation std.
-        greyscale: the images are grey (3 equal channels): skip the saturation/hue jitter and
-            RandomGrayscale, which cannot change them.
+    Shared by the per-image (torchvision) and batched (kornia, ``batched_views.py``) pipelines so both
+    accept and reject exactly the same recipes.
 
     Raises:
         ConfigError: unknown preset, ``size < 1``, bad scale, strength or probabilities.
@@ -137,23 +126,56 @@ def build_view_transform(
     if not 0.0 <= float(strength) <= 2.5:
         raise ConfigError(f"strength must be in [0, 2.5] (hue jitter 0.2*strength <= 0.5), got {strength}")
     blur = (0.5 if size > 32 else 0.0) if blur_p is None else _probability(blur_p, "blur_p")
-    return AUGMENT_PRESETS[augment](
-        size=size,
-        scale=(lo, hi),
-        strength=float(strength),
-        jitter_p=_probability(jitter_p, "jitter_p"),
-        gray_p=_probability(gray_p, "gray_p"),
-        blur_p=blur,
-        mean=as_triple(mean, "mean"),
-        std=as_triple(std, "std"),
-        **({"greyscale": True} if greyscale else {}),
-    )
+    return {
+        "augment": augment,
+        "size": size,
+        "scale": (lo, hi),
+        "strength": float(strength),
+        "jitter_p": _probability(jitter_p, "jitter_p"),
+        "gray_p": _probability(gray_p, "gray_p"),
+        "blur_p": blur,
+        "mean": as_triple(mean, "mean"),
+        "std": as_triple(std, "std"),
+        "greyscale": bool(greyscale),
+    }
+
+
+def build_view_transform(**kwargs: object) -> Callable[[Tensor], Tensor]:
+    """Build one view's transform: uint8 (3, H, W) -> float32 (3, size, size), normalised.
+
+    Args:
+        augment: a key of ``AUGMENT_PRESETS`` ("simclr", or "none" for resize + normalise).
+        size: output side in pixels.
+        scale: RandomResizedCrop area range, ``0 < a <= b <= 1`` (default (0.08, 1)).
+        strength: colour-jitter strength s, jitter (0.8s, 0.8s, 0.8s, 0.2s); in [0, 2.5] (default 1).
+        jitter_p: probability of applying colour jitter (default 0.8).
+        gray_p: probability of converting to greyscale (default 0.2).
+        blur_p: probability of Gaussian blur (sigma in [0.1, 2], kernel about 10 % of ``size``);
+            None means 0.5 when ``size > 32`` else 0 (no blur on 28-32 px inputs, SimCLR CIFAR practice).
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+        greyscale: the images are grey (3 equal channels): skip the saturation/hue jitter and
+            RandomGrayscale, which cannot change them.
+
+    Raises:
+        ConfigError: see `validated_view_args`.
+    """
+    args = validated_view_args(**kwargs)  # type: ignore[arg-type]
+    return AUGMENT_PRESETS[args.pop("augment")](**args)
 
 
 def build_view_transforms(
-    groups: Sequence[Mapping], *, mean: Sequence[float], std: Sequence[float], greyscale: bool = False
+    groups: Sequence[Mapping],
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    greyscale: bool = False,
+    batched: bool = False,
 ) -> tuple[list[Callable], tuple[str, ...], int]:
     """Expand recipe view groups into per-view transforms.
+
+    With ``batched=True`` each transform takes a whole uint8 batch (B, 3, H, W) and draws its randomness
+    per image (``batched_views.build_batch_view_transform``); otherwise one image (3, H, W).
 
     Each group has ``name``, ``n``, ``size`` and optionally ``scale``, ``augment``, ``strength``,
     ``jitter_p``, ``gray_p``, ``blur_p`` (None = the ``build_view_transform`` default) and ``source``
@@ -192,7 +214,12 @@ def build_view_transforms(
         kwargs = {k: group[k] for k in _TRANSFORM_KEYS if group.get(k) is not None}
         if "scale" in kwargs:
             kwargs["scale"] = tuple(kwargs["scale"])
-        transform = build_view_transform(**kwargs, mean=mean, std=std, greyscale=greyscale)
+        if batched:
+            from ssl_toolkit.data.batched_views import build_batch_view_transform
+
+            transform = build_batch_view_transform(**kwargs, mean=mean, std=std, greyscale=greyscale)
+        else:
+            transform = build_view_transform(**kwargs, mean=mean, std=std, greyscale=greyscale)
         transforms += [transform] * n
         kinds += [name] * n
         sizes.append(int(group["size"]))

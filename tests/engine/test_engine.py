@@ -47,8 +47,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
-def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, monkeypatch) -> None:
-    full = engine.train(_cfg(tmp_path, data, "full"))
+@pytest.mark.parametrize("backend", ["per_image", "batched"])
+def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, monkeypatch, backend: str) -> None:
+    views = f"data.view_backend={backend}"
+    full = engine.train(_cfg(tmp_path, data, "full", views))
     reference = _losses(full)
     assert len(reference) == 8  # 32 images / batch 8 = 4 steps per epoch, 2 epochs
 
@@ -62,9 +64,9 @@ def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, mo
 
     monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        engine.train(_cfg(tmp_path, data, "killed"))
+        engine.train(_cfg(tmp_path, data, "killed", views))
     monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    resumed = engine.train(_cfg(tmp_path, data, "killed"))
+    resumed = engine.train(_cfg(tmp_path, data, "killed", views))
     assert _losses(resumed) == reference  # bit-identical, steps 1..8
     a = torch.load(full / "checkpoints" / "last" / "optimizer.bin", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last" / "optimizer.bin", weights_only=True)
