@@ -19,37 +19,43 @@ from lightly.utils import dist as lightly_dist
 from torch import Tensor
 
 from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region
+from ssl_toolkit.objectives.temperature import Temperature, build_temperature
 
 
 class SimCLR(Objective):
     """NT-Xent (V = 2) / SupCon L_out with instance labels (V > 2).
 
     Args:
-        temperature: softmax temperature τ (SimCLR's ImageNet default 0.1; lightly's default 0.5).
+        temperature: softmax temperature τ (SimCLR's ImageNet default 0.1; lightly's default 0.5): a number,
+            ``{kind: cosine, start, end}`` or ``{kind: learnable, init, min, max}`` (see `temperature.py`).
         gather_distributed: use the embeddings of every process as negatives, keeping their gradients.
     """
 
-    def __init__(self, *, temperature: float = 0.1, gather_distributed: bool = True) -> None:
+    def __init__(self, *, temperature: float | dict | Temperature = 0.1, gather_distributed: bool = True) -> None:
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"simclr: temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+        self.temperature = build_temperature(temperature)
         self.gather_distributed = gather_distributed
-        self._ntxent = NTXentLoss(temperature=self.temperature, gather_distributed=gather_distributed)
+        # a constant τ uses lightly's loss as it is; a scheduled or learnable one the same maths written here
+        self._ntxent = (
+            NTXentLoss(temperature=self.temperature.value, gather_distributed=gather_distributed)
+            if self.temperature.is_constant
+            else None
+        )
 
     def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
         """Shape: z is V >= 2 tensors of shape (B, D); returns a scalar loss."""
         if len(z) < 2:
             raise ValueError(f"simclr needs at least 2 views, got {len(z)}")
         with float32_region(z) as z:
-            if len(z) == 2:
+            tau = self.temperature(ctx.progress)
+            if len(z) == 2 and self._ntxent is not None:
                 loss = self._ntxent(z[0], z[1])
             else:
-                loss = multiview_ntxent(z, self.temperature, gather_distributed=self.gather_distributed)
-        return LossOutput(loss=loss, logs={"temperature": torch.tensor(self.temperature)})
+                loss = multiview_ntxent(z, tau, gather_distributed=self.gather_distributed)
+        return LossOutput(loss=loss, logs={"temperature": tau.detach()})
 
 
-def multiview_ntxent(z: list[Tensor], temperature: float, *, gather_distributed: bool = False) -> Tensor:
+def multiview_ntxent(z: list[Tensor], temperature: float | Tensor, *, gather_distributed: bool = False) -> Tensor:
     """SupCon L_out with instance labels over V views; equals NT-Xent at V = 2.
 
     Shape:

@@ -25,10 +25,10 @@ def test_unknown_kwarg_lists_accepted() -> None:
 
 def test_overrides_win_and_plugin_strings_resolve() -> None:
     obj = build_objective({"name": "ssl_toolkit.objectives.simclr:SimCLR", "temperature": 0.5}, temperature=0.2)
-    assert obj.temperature == 0.2
+    assert obj.temperature.value == 0.2
     assert objective_kwargs("simclr") == {"temperature": 0.1, "gather_distributed": True}
 
 
 def test_bad_value_is_config_error() -> None:
-    with pytest.raises(ConfigError, match="temperature must be > 0"):
+    with pytest.raises(ConfigError, match="temperature must be a number > 0"):
         build_objective("simclr", temperature=0)
