@@ -23,6 +23,8 @@ class StepContext:
         n_global: ``z[:n_global]`` come from full-size (global) views.
         ids: (B,) dataset indices of the batch, identical for every view.
         view_kinds: one tag per view, e.g. ``("crop", "crop", "local", ...)``.
+        z_ema: projector outputs of the model's EMA (momentum) branch for the global views, without
+            gradient, one (B, D) tensor per global view; empty when the model has no EMA branch.
     """
 
     step: int = 0
@@ -30,6 +32,7 @@ class StepContext:
     n_global: int = 2
     ids: Tensor | None = None
     view_kinds: tuple[str, ...] = ()
+    z_ema: tuple[Tensor, ...] = ()
 
 
 @dataclass
