@@ -75,7 +75,12 @@ def build_model(cfg: DictConfig) -> SSLModel:
         out_dim=cfg.model.projector_out,
         num_layers=cfg.model.projector_layers,
     )
-    return SSLModel(encoder=encoder, projector=projector, objective=build_objective(_plain(cfg.objective)))
+    return SSLModel(
+        encoder=encoder,
+        projector=projector,
+        objective=build_objective(_plain(cfg.objective)),
+        ema_momentum=_plain(cfg.model.ema_momentum) if cfg.model.ema else None,
+    )
 
 
 def build_optimizer(model: torch.nn.Module, train: DictConfig) -> torch.optim.Optimizer:

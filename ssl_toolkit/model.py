@@ -4,16 +4,27 @@ The objective is a submodule so that DDP reduces its gradients and `accelerator.
 buffers (queues, per-sample tables). `forward(views, ctx)` does everything a training step needs inside
 one call (one encoder forward per resolution group, the projector once, then the loss), which is what DDP
 expects.
+
+The optional EMA (momentum) branch is a frozen copy of encoder + projector, moved towards the online weights
+with lightly's ``update_momentum`` once per optimizer step, at the first forward of the step (as MoCo updates
+its key encoder before computing keys), with momentum following a cosine from ``start`` to ``end`` over
+training (BYOL's schedule; a constant when start == end). It runs on the global views without gradient and
+hands the objective ``ctx.z_ema``. Its weights are parameters without gradient and its last-updated step a
+buffer, so checkpoints carry both and resume is exact; the optimizer and DDP skip it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import timm
 import torch
 from lightly.models.modules import SimCLRProjectionHead
+from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
 from ssl_toolkit.errors import ConfigError
@@ -58,22 +69,61 @@ def resolution_groups(views: list[Tensor]) -> list[tuple[int, int]]:
     return groups
 
 
+def ema_momentum(progress: float, start: float, end: float) -> float:
+    """Cosine schedule from ``start`` (progress 0) to ``end`` (progress 1), as BYOL's momentum."""
+    p = min(max(float(progress), 0.0), 1.0)
+    return end - (end - start) * (math.cos(math.pi * p) + 1.0) / 2.0
+
+
 class SSLModel(nn.Module):
-    """Encoder + projector + objective.
+    """Encoder + projector + objective, and an optional EMA branch of encoder + projector.
 
     Args:
         encoder: any module mapping (N, C, H, W) images to (N, F) features.
         projector: maps (N, F) to (N, D).
         objective: the loss (see `ssl_toolkit.objectives`).
+        ema_momentum: ``(start, end)`` momentum of the EMA branch, each in [0, 1]; None: no EMA branch.
     """
 
-    def __init__(self, *, encoder: nn.Module, projector: nn.Module, objective: Objective) -> None:
+    def __init__(
+        self,
+        *,
+        encoder: nn.Module,
+        projector: nn.Module,
+        objective: Objective,
+        ema_momentum: Sequence[float] | None = None,
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = projector
         self.objective = objective
         # Optimizer steps taken; a buffer so that accelerate's checkpoint (safetensors) carries it.
         self.register_buffer("train_step", torch.zeros((), dtype=torch.int64))
+        self.ema_momentum: tuple[float, float] | None = None
+        if ema_momentum is not None:
+            values = [float(m) for m in ema_momentum]
+            start, end = (values + [math.nan, math.nan])[:2]
+            if len(values) != 2 or not (0.0 <= start <= 1.0 and 0.0 <= end <= 1.0):
+                raise ConfigError(f"model.ema_momentum must be two numbers in [0, 1], got {list(ema_momentum)}")
+            self.ema_momentum = (start, end)
+            self.ema_encoder = copy.deepcopy(encoder)
+            self.ema_projector = copy.deepcopy(projector)
+            deactivate_requires_grad(self.ema_encoder)
+            deactivate_requires_grad(self.ema_projector)
+            self.register_buffer("ema_step", torch.zeros((), dtype=torch.int64))
+
+    @torch.no_grad()
+    def _ema_targets(self, views: list[Tensor], ctx: StepContext) -> tuple[Tensor, ...]:
+        """Update the EMA branch once per optimizer step, then project the global views with it."""
+        if int(self.ema_step) != int(self.train_step):
+            m = ema_momentum(ctx.progress, *self.ema_momentum)  # type: ignore[misc]
+            update_momentum(self.encoder, self.ema_encoder, m)
+            update_momentum(self.projector, self.ema_projector, m)
+            self.ema_step.copy_(self.train_step)
+        batch = views[0].shape[0]
+        globals_ = views[: ctx.n_global]
+        h = torch.cat([self.ema_encoder(torch.cat(globals_[a:b])) for a, b in resolution_groups(globals_)])
+        return tuple(self.ema_projector(h).split(batch))  # n_global x (B, D)
 
     def embed(self, views: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
         """Encoder features ``h`` and projections ``z`` per view, one encoder call per resolution group.
@@ -87,5 +137,7 @@ class SSLModel(nn.Module):
         return list(h.split(batch)), list(z.split(batch))
 
     def forward(self, views: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
+        if self.ema_momentum is not None:
+            ctx = dataclasses.replace(ctx, z_ema=self._ema_targets(views, ctx))
         _, z = self.embed(views)
         return self.objective(z, ctx)

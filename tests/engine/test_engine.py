@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ssl_toolkit import config, engine
 from ssl_toolkit.checkpoint import last_checkpoint
@@ -47,10 +48,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
-@pytest.mark.parametrize("backend", ["per_image", "batched"])
-def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, monkeypatch, backend: str) -> None:
-    views = f"data.view_backend={backend}"
-    full = engine.train(_cfg(tmp_path, data, "full", views))
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["data.view_backend=per_image"],
+        ["data.view_backend=batched"],
+        ["model.ema=true", "model.ema_momentum=[0.5,0.9]"],
+    ],
+    ids=["per_image", "batched", "ema"],
+)
+def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, monkeypatch, overrides) -> None:
+    full = engine.train(_cfg(tmp_path, data, "full", *overrides))
     reference = _losses(full)
     assert len(reference) == 8  # 32 images / batch 8 = 4 steps per epoch, 2 epochs
 
@@ -64,14 +72,19 @@ def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, mo
 
     monkeypatch.setattr(engine, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        engine.train(_cfg(tmp_path, data, "killed", views))
+        engine.train(_cfg(tmp_path, data, "killed", *overrides))
     monkeypatch.setattr(engine, "save_checkpoint", real_save)
-    resumed = engine.train(_cfg(tmp_path, data, "killed", views))
+    resumed = engine.train(_cfg(tmp_path, data, "killed", *overrides))
     assert _losses(resumed) == reference  # bit-identical, steps 1..8
     a = torch.load(full / "checkpoints" / "last" / "optimizer.bin", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last" / "optimizer.bin", weights_only=True)
     for sa, sb in zip(a["state"].values(), b["state"].values()):
         assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    weights_a = load_file(full / "checkpoints" / "last" / "model.safetensors")
+    weights_b = load_file(resumed / "checkpoints" / "last" / "model.safetensors")
+    assert weights_a.keys() == weights_b.keys()
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)  # EMA branch included, when present
+    assert any(k.startswith("ema_encoder.") for k in weights_a) == ("model.ema=true" in overrides)
 
 
 def test_nan_loss_stops_before_writing_a_checkpoint(tmp_path: Path, data: Path) -> None:
