@@ -113,6 +113,17 @@ class EvalConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """Label-free monitoring during pretraining (``ssl_toolkit.monitor``)."""
+
+    every: int = 0  # optimizer steps between checks; 0 = off
+    samples: int = 2048  # fixed seeded subset of clean training images
+    knn_bank: int = 1536  # of which the k-NN bank (the rest are queries; only when labels exist)
+    collapse_fraction: float = 0.05  # warn when RankMe < this fraction of the embedding width
+    export_best: bool = False  # export the encoder with the best RankMe to run_dir/encoder_best
+
+
+@dataclass
 class Recipe:
     """A whole run: data, views, model, objective, training and evaluation."""
 
@@ -123,6 +134,7 @@ class Recipe:
     objective: dict[str, Any] = field(default_factory=lambda: {"name": "simclr"})
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 def _describe(err: OmegaConfBaseException, cfg: DictConfig) -> str:
@@ -220,6 +232,12 @@ def validate(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "grad_accum", "save_every", "log_every"):
         if cfg.train[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {cfg.train[key]}")
+    mc = cfg.monitor
+    if mc.every < 0 or (mc.every and not 1 <= mc.knn_bank < mc.samples):
+        raise ConfigError(
+            f"monitor: needs every >= 0 (0 = off) and 1 <= knn_bank < samples, got every={mc.every}, "
+            f"samples={mc.samples}, knn_bank={mc.knn_bank}"
+        )
     build_objective(OmegaConf.to_container(cfg.objective, resolve=True))  # checks the name and kwargs
 
 

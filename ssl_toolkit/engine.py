@@ -7,6 +7,8 @@ Nothing here is specific to an objective: the model returns a `LossOutput` and t
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 from ssl_toolkit.builders import build_model, build_optimizer, build_train_data
 from ssl_toolkit.checkpoint import clean_stale, last_checkpoint, save_checkpoint
 from ssl_toolkit.config import save_resolved
+from ssl_toolkit.data import build_eval_transform
 from ssl_toolkit.export import export_encoder
 from ssl_toolkit.objectives import StepContext
 from ssl_toolkit.run_log import MetricsLogger
@@ -181,6 +184,50 @@ class _Progress:
         self.logger.close()
 
 
+class _RunMonitor:
+    """`ssl_toolkit.monitor.Monitor` on the main process: ``monitor.csv``/TensorBoard, warnings, best export."""
+
+    def __init__(self, run: _Run, step: int) -> None:
+        from ssl_toolkit.monitor import Monitor
+
+        mc, base = run.cfg.monitor, run.data["base"]
+        size = run.cfg.eval.size or run.cfg.views[0].size
+        self.run = run
+        self.monitor = Monitor(
+            base,
+            build_eval_transform(size=size, mean=base.mean, std=base.std),
+            samples=mc.samples,
+            knn_bank=mc.knn_bank,
+            collapse_fraction=mc.collapse_fraction,
+            seed=run.cfg.train.seed,
+        )
+        self.logger = MetricsLogger(run.run_dir, enabled=True, resume_step=step, name="monitor")
+        best = run.run_dir / "encoder_best" / "config.json"
+        if best.exists():  # resumed: keep the best RankMe of the steps before
+            saved = json.loads(best.read_text()).get("ssl_toolkit", {}).get("monitor", {})
+            self.monitor.best_rankme = float(saved.get("rankme", -math.inf))
+
+    def check(self, step: int) -> None:
+        core = _core(self.run)
+        out = self.monitor.score(core.encoder, core.projector, self.run.accelerator.device)
+        values = {k: float(v) for k, v in out.items()}
+        self.logger.log(step, values)
+        if out["collapse"]:
+            self.run.accelerator.print(
+                f"warning: step {step}: RankMe {out['rankme']:.1f} is below {self.monitor.collapse_fraction:.0%} of "
+                "the embedding width; the representation may be collapsing (check the learning rate, temperature "
+                "and augmentations)"
+            )
+        if out["best"] and self.run.cfg.monitor.export_best:
+            export_run(
+                self.run.cfg, core.encoder, self.run.data["base"], self.run.run_dir, step,
+                folder="encoder_best", monitor={"step": step, **values},
+            )  # fmt: skip
+
+    def close(self) -> None:
+        self.logger.close()
+
+
 def train(cfg: DictConfig) -> Path:
     """Pretrain as the recipe says, resuming from ``checkpoints/last`` when present; return the run folder."""
     run = _prepare(cfg)
@@ -188,6 +235,7 @@ def train(cfg: DictConfig) -> Path:
     core = _core(run)
     step = int(core.train_step)
     progress = _Progress(run, step)
+    monitor = _RunMonitor(run, step) if cfg.monitor.every and acc.is_main_process else None
     run.model.train()
     start_epoch, skip = divmod(step * tc.grad_accum, len(run.loader))
     for epoch in range(start_epoch, tc.epochs):
@@ -203,11 +251,15 @@ def train(cfg: DictConfig) -> Path:
             step += 1
             core.train_step.fill_(step)
             progress.update(step, epoch, loss_mean, logs)
+            if monitor is not None and (step % cfg.monitor.every == 0 or step == run.total_steps):
+                monitor.check(step)  # before the checkpoint, so a resumed run sees the same state
             if step % tc.save_every == 0 or step == run.total_steps:
                 save_checkpoint(acc, run.ckpt_dir, step)
             if step >= run.total_steps:
                 break
     progress.close()
+    if monitor is not None:
+        monitor.close()
     if hasattr(run.data["base"], "summary"):  # image folders: corrupt files skipped during the run
         acc.print(run.data["base"].summary())
     if acc.is_main_process:
@@ -217,12 +269,21 @@ def train(cfg: DictConfig) -> Path:
     return run.run_dir
 
 
-def export_run(cfg: DictConfig, encoder: torch.nn.Module, base, run_dir: Path, step: int) -> Path:
-    """Export the encoder of a run to ``run_dir/encoder`` with this run's preprocessing."""
+def export_run(
+    cfg: DictConfig,
+    encoder: torch.nn.Module,
+    base,
+    run_dir: Path,
+    step: int,
+    *,
+    folder: str = "encoder",
+    monitor: dict | None = None,
+) -> Path:
+    """Export the encoder of a run to ``run_dir/<folder>`` with this run's preprocessing."""
     size = cfg.eval.size or cfg.views[0].size
     return export_encoder(
         encoder,
-        run_dir / "encoder",
+        run_dir / folder,
         backbone=cfg.model.backbone,
         backbone_kwargs=OmegaConf.to_container(cfg.model.backbone_kwargs, resolve=True),
         input_size=(size, size),
@@ -234,5 +295,6 @@ def export_run(cfg: DictConfig, encoder: torch.nn.Module, base, run_dir: Path, s
             "objective": OmegaConf.to_container(cfg.objective, resolve=True),
             "train_step": step,
             "dataset": cfg.data.name,
+            **({"monitor": monitor} if monitor is not None else {}),
         },
     )

@@ -12,11 +12,17 @@ from pathlib import Path
 
 
 class MetricsLogger:
-    """Append ``{name: float}`` rows keyed by step; a no-op on non-main processes."""
+    """Append ``{name: float}`` rows keyed by step; a no-op on non-main processes.
 
-    def __init__(self, run_dir: Path, *, enabled: bool, resume_step: int = 0, tensorboard: bool = True) -> None:
+    ``name`` picks the file (``<name>.csv``); TensorBoard tags of any name but "metrics" get a ``<name>/`` prefix.
+    """
+
+    def __init__(
+        self, run_dir: Path, *, enabled: bool, resume_step: int = 0, tensorboard: bool = True, name: str = "metrics"
+    ) -> None:
         self.enabled = enabled
-        self.path = run_dir / "metrics.csv"
+        self.path = run_dir / f"{name}.csv"
+        self.prefix = "" if name == "metrics" else f"{name}/"
         self._fields: list[str] | None = None
         self._tb = None
         if not enabled:
@@ -52,7 +58,7 @@ class MetricsLogger:
         if self._tb is not None:
             for key, value in row.items():
                 if key != "step" and math.isfinite(value):
-                    self._tb.add_scalar(key, value, step)
+                    self._tb.add_scalar(self.prefix + key, value, step)
 
     def close(self) -> None:
         if self._tb is not None:
