@@ -1,4 +1,4 @@
-"""Command line: ``ssl-toolkit train | eval | export`` (also ``python -m ssl_toolkit``).
+"""Command line: ``ssl-toolkit train | eval | export | report`` (also ``python -m ssl_toolkit``).
 
 Recipe problems exit with status 2 and one line naming the problem and the accepted values; a run that
 stops on a NaN loss exits with status 1 and says at which step.
@@ -51,6 +51,24 @@ def _train(args: argparse.Namespace) -> int:
     print(f"\n{cfg.name}: {run_dir}  (pretrain {train_s / 60:.1f} min, total {total_s / 60:.1f} min)")
     print(format_table(results))
     print(f"metrics: {run_dir / 'metrics.json'}")
+    _auto_report(run_dir)
+    return 0
+
+
+def _auto_report(run_dir: Path) -> None:
+    """Write the run report; a failure here is reported in one line and never fails the finished run."""
+    from ssl_toolkit.report import write_report
+
+    try:
+        print(f"report: {write_report(run_dir)}")
+    except Exception as err:  # noqa: BLE001 - the run itself succeeded
+        print(f"ssl-toolkit: warning: the report could not be written: {type(err).__name__}: {err}", file=sys.stderr)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ssl_toolkit.report import write_report
+
+    print(write_report(args.run_dir))
     return 0
 
 
@@ -70,6 +88,9 @@ def _eval(args: argparse.Namespace) -> int:
         out_path=args.out,
     )
     print(format_table(results))
+    run_dir = Path(args.encoder_dir).parent
+    if args.out is None and (run_dir / "recipe.yaml").is_file():  # an encoder inside a run folder
+        _auto_report(run_dir)
     return 0
 
 
@@ -115,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export the encoder of a run folder from its last checkpoint")
     p.add_argument("run_dir")
     p.set_defaults(func=_export)
+    p = sub.add_parser("report", help="write report.html (curves, monitoring, metrics, views, neighbours)")
+    p.add_argument("run_dir", help="a run folder, e.g. runs/simclr_fashion_mnist")
+    p.set_defaults(func=_report)
     return parser
 
 

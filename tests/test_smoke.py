@@ -26,7 +26,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_tiny_recipe_train_export_eval(tmp_path: Path) -> None:
     data = make_image_folder(tmp_path / "images")
-    proc = _cli("train", "recipes/tests/tiny.yaml", f"data.root={data}", f"train.output_dir={tmp_path}")
+    proc = _cli(
+        "train", "recipes/tests/tiny.yaml", f"data.root={data}", f"train.output_dir={tmp_path}",
+        "monitor.every=4", "monitor.samples=24", "monitor.knn_bank=16",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = tmp_path / "tiny"
     for name in (
@@ -35,12 +38,21 @@ def test_tiny_recipe_train_export_eval(tmp_path: Path) -> None:
         "metrics.json",
         "encoder/model.safetensors",
         "encoder/config.json",
+        "monitor.csv",
+        "report.html",
+        "report_curves.png",
+        "report_monitor.png",
+        "report_views.png",
+        "report_neighbours.png",
     ):
         assert (run / name).is_file(), name
     assert "kNN instdisc" in proc.stdout and "raw_pixels" in proc.stdout and "random_init" in proc.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     for model in ("encoder", "raw_pixels", "random_init"):
         assert 0.0 <= metrics[model]["knn_instdisc"] <= 100.0 and metrics[model]["rankme"] >= 1.0
+
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "kNN instdisc" in page and "random_init" in page
 
     encoder = load_encoder(run / "encoder")
     x = torch.randn(2, 3, 16, 16)
