@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssl_toolkit.data.views import view_preset
 from ssl_toolkit.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -176,7 +177,10 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             path = Path(path)
             if not path.is_file():
                 raise ConfigError(f"recipe file not found: {path}")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+            raw = OmegaConf.load(path)
+            if isinstance(raw, DictConfig) and isinstance(raw.get("views"), str):
+                raw.views = view_preset(raw.views)
+            cfg = OmegaConf.merge(cfg, raw)
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -189,7 +193,10 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
                     raise ConfigError(f"unknown key {key!r}; accepted under {parent}: {accepted}")
             # free-form dicts are replaced, not merged: kwargs of another objective or backbone would not apply
             merge = key not in REPLACED_WHOLE
-            OmegaConf.update(cfg, key, _parse_value(value), merge=merge, force_add=False)
+            parsed = _parse_value(value)
+            if key == "views" and isinstance(parsed, str):
+                parsed = view_preset(parsed)
+            OmegaConf.update(cfg, key, parsed, merge=merge, force_add=False)
     except OmegaConfBaseException as err:
         raise ConfigError(f"recipe error: {_describe(err, base)}") from err
     if cfg.train.mixed_precision == "False":  # YAML 1.1 reads a bare `no` as false

@@ -17,10 +17,12 @@ from ssl_toolkit.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, IMG_EXTEN
 from ssl_toolkit.data.view_dataset import EpochSampler, ViewDataset, mix_seeds
 from ssl_toolkit.data.views import (
     AUGMENT_PRESETS,
+    VIEW_PRESETS,
     build_eval_transform,
     build_view_transform,
     build_view_transforms,
     collate_views,
+    view_preset,
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "EpochSampler",
     "FashionMNIST",
     "ImageFolder",
+    "VIEW_PRESETS",
     "ViewDataset",
     "build_dataset",
     "build_eval_transform",
@@ -42,4 +45,5 @@ __all__ = [
     "collate_views",
     "mix_seeds",
     "read_idx",
+    "view_preset",
 ]

@@ -86,6 +86,38 @@ AUGMENT_PRESETS: dict[str, Callable[..., Callable]] = {
 }
 
 
+# Named view-group lists a recipe can give as ``views: <name>`` (or the override ``views=<name>``).
+VIEW_PRESETS: dict[str, list[dict]] = {
+    # SwAV's multi-crop (official multicropdataset.py; spec §2.1): 2 x 224 (0.14, 1) + 6 x 96 (0.05, 0.14)
+    "multicrop": [
+        {"name": "global", "n": 2, "size": 224, "scale": [0.14, 1.0], "augment": "simclr"},
+        {"name": "local", "n": 6, "size": 96, "scale": [0.05, 0.14], "augment": "simclr"},
+    ],
+    # 32 px images (solo-learn cifar-multicrop swav.yaml, spec §2.2): 2 x 32 (0.2, 1) with jitter 0.6 + 6 x 18
+    # (0.08, 0.5) with jitter 0.8 and blur 0.1; solo-learn's solarisation is not a preset option here
+    "multicrop_small": [
+        {"name": "global", "n": 2, "size": 32, "scale": [0.2, 1.0], "augment": "simclr", "strength": 0.75},
+        {"name": "local", "n": 6, "size": 18, "scale": [0.08, 0.5], "augment": "simclr", "blur_p": 0.1},
+    ],
+    # 28 px greyscale images (the default Fashion-MNIST recipe, tuned in eval/RESULTS.md)
+    "multicrop_28": [
+        {"name": "global", "n": 2, "size": 28, "scale": [0.4, 1.0], "augment": "simclr", "strength": 0.5},
+        {"name": "local", "n": 4, "size": 14, "scale": [0.1, 0.4], "augment": "simclr", "strength": 0.5},
+    ],
+}
+
+
+def view_preset(name: str) -> list[dict]:
+    """A copy of the view groups of preset ``name`` (see `VIEW_PRESETS`).
+
+    Raises:
+        ConfigError: unknown name (the message lists the presets).
+    """
+    if name not in VIEW_PRESETS:
+        raise ConfigError(f"unknown views preset {name!r}; accepted: {', '.join(VIEW_PRESETS)} or a list of groups")
+    return [dict(group) for group in VIEW_PRESETS[name]]
+
+
 def _probability(value: float, what: str) -> float:
     if not 0.0 <= float(value) <= 1.0:
         raise ConfigError(f"{what} must be a probability in [0, 1], got {value}")
