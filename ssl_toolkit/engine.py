@@ -177,6 +177,9 @@ class _Progress:
         lr = self.run.optimizer.param_groups[0]["lr"]
         row = {"epoch": epoch, "loss": loss_mean.item(), "lr": lr, "images_per_s": speed, **extra}
         self.logger.log(step, row)
+        if acc.is_main_process:
+            for name, values in _core(self.run).objective.histograms().items():
+                self.logger.histogram(step, name, values)
         self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{speed:.0f}", lr=f"{lr:.3g}")
 
     def close(self) -> None:

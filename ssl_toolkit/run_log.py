@@ -60,6 +60,11 @@ class MetricsLogger:
                 if key != "step" and math.isfinite(value):
                     self._tb.add_scalar(self.prefix + key, value, step)
 
+    def histogram(self, step: int, name: str, values) -> None:
+        """A TensorBoard histogram (main process, non-empty values only); the CSV has no place for it."""
+        if self.enabled and self._tb is not None and len(values) > 0:
+            self._tb.add_histogram(self.prefix + name, values, step)
+
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()

@@ -12,12 +12,14 @@ from typing import Any
 from ssl_toolkit.errors import ConfigError
 from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext
 from ssl_toolkit.objectives.dcl import DCL, DCLW
+from ssl_toolkit.objectives.isogclr import ISogCLR
 from ssl_toolkit.objectives.simclr import SimCLR
 
 OBJECTIVES: dict[str, type[Objective] | str] = {
     "simclr": SimCLR,
     "dcl": DCL,
     "dclw": DCLW,
+    "isogclr": ISogCLR,
 }
 
 __all__ = ["OBJECTIVES", "LossOutput", "Objective", "StepContext", "build_objective", "objective_kwargs"]

@@ -63,6 +63,10 @@ class Objective(nn.Module):
     (queues, per-sample tables) in persistent buffers and learnable things in parameters.
     """
 
+    def histograms(self) -> dict[str, Tensor]:
+        """Value distributions worth a TensorBoard histogram (e.g. per-sample temperatures); none by default."""
+        return {}
+
     def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
         """Compute the loss.
 

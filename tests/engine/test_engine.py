@@ -139,3 +139,13 @@ def test_accumulation_and_bf16_autocast_run(tmp_path: Path, data: Path) -> None:
     losses = _losses(run)
     assert len(losses) == 8  # 8 batches of 4 per epoch, 2 per optimizer step, 2 epochs
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_objective_histograms_reach_tensorboard(tmp_path: Path, data: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = engine.train(_cfg(tmp_path, data, "hist", "objective={name: isogclr, dataset_size: 32}"))
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    assert "tau" in events.Tags()["histograms"]
+    assert {"temperature", "tau_min", "tau_max"} <= set(events.Tags()["scalars"])
