@@ -29,12 +29,25 @@ class SimCLR(Objective):
         temperature: softmax temperature τ (SimCLR's ImageNet default 0.1; lightly's default 0.5): a number,
             ``{kind: cosine, start, end}`` or ``{kind: learnable, init, min, max}`` (see `temperature.py`).
         gather_distributed: use the embeddings of every process as negatives, keeping their gradients.
+        positives: with more views than ``ctx.n_global``, which views are an anchor's positives: "global" (the
+            global views other than itself; local crops pull towards the global crops but not towards each
+            other, as learning_by_sorting's ``n_pos_augs``, objectives_spec.md §1) or "all" (every other view
+            of the sample, SupCon L_out over all views). The same thing when every view is global.
     """
 
-    def __init__(self, *, temperature: float | dict | Temperature = 0.1, gather_distributed: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        temperature: float | dict | Temperature = 0.1,
+        gather_distributed: bool = True,
+        positives: str = "global",
+    ) -> None:
         super().__init__()
+        if positives not in ("global", "all"):
+            raise ValueError(f"simclr: positives must be 'global' or 'all', got {positives!r}")
         self.temperature = build_temperature(temperature)
         self.gather_distributed = gather_distributed
+        self.positives = positives
         # a constant τ uses lightly's loss as it is; a scheduled or learnable one the same maths written here
         self._ntxent = (
             NTXentLoss(temperature=self.temperature.value, gather_distributed=gather_distributed)
@@ -48,15 +61,29 @@ class SimCLR(Objective):
             raise ValueError(f"simclr needs at least 2 views, got {len(z)}")
         with float32_region(z) as z:
             tau = self.temperature(ctx.progress)
-            if len(z) == 2 and self._ntxent is not None:
+            # lightly builds its gather mask on the CPU (spec §0.2: may fail on multi-GPU), so it runs one process only
+            one_process = not (self.gather_distributed and lightly_dist.world_size() > 1)
+            if len(z) == 2 and self._ntxent is not None and one_process:
                 loss = self._ntxent(z[0], z[1])
             else:
-                loss = multiview_ntxent(z, tau, gather_distributed=self.gather_distributed)
+                n_pos = ctx.n_global if self.positives == "global" else len(z)
+                if n_pos < 2:
+                    raise ValueError("simclr positives='global' needs >= 2 global views; use positives='all'")
+                loss = multiview_ntxent(z, tau, gather_distributed=self.gather_distributed, n_positive_views=n_pos)
         return LossOutput(loss=loss, logs={"temperature": tau.detach()})
 
 
-def multiview_ntxent(z: list[Tensor], temperature: float | Tensor, *, gather_distributed: bool = False) -> Tensor:
+def multiview_ntxent(
+    z: list[Tensor],
+    temperature: float | Tensor,
+    *,
+    gather_distributed: bool = False,
+    n_positive_views: int | None = None,
+) -> Tensor:
     """SupCon L_out with instance labels over V views; equals NT-Xent at V = 2.
+
+    Positives of an anchor are the same sample in the first ``n_positive_views`` views (default: all V),
+    itself excluded; every embedding but the anchor is in the denominator.
 
     Shape:
         z: V tensors of shape (B, D), un-normalised. Returns a scalar.
@@ -85,10 +112,12 @@ def multiview_ntxent(z: list[Tensor], temperature: float | Tensor, *, gather_dis
     )
     log_prob = logits.log_softmax(dim=1)  # (V*B, V*W*B)
 
-    # Positives of anchor (v, b): the same sample in every other view.
+    # Positives of anchor (v, b): the same sample in every other positive view.
+    n_pos = n_views if n_positive_views is None else max(1, min(int(n_positive_views), n_views))
     same_sample = torch.zeros_like(log_prob, dtype=torch.bool)
-    for v in range(n_views):
+    for v in range(n_pos):
         same_sample[rows, v * global_b + local.repeat(n_views)] = True
     same_sample[rows, self_col] = False
-    pos_log_prob = log_prob.masked_fill(~same_sample, 0.0).sum(dim=1) / (n_views - 1)  # (V*B,)
+    counts = same_sample.sum(dim=1)  # (V*B,): n_pos - 1 for positive views, n_pos for the others
+    pos_log_prob = log_prob.masked_fill(~same_sample, 0.0).sum(dim=1) / counts  # (V*B,)
     return -pos_log_prob.mean()
