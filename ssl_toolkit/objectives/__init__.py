@@ -14,12 +14,15 @@ from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext
 from ssl_toolkit.objectives.dcl import DCL, DCLW
 from ssl_toolkit.objectives.isogclr import ISogCLR
 from ssl_toolkit.objectives.simclr import SimCLR
+from ssl_toolkit.objectives.swav import SwAV
 
 OBJECTIVES: dict[str, type[Objective] | str] = {
     "simclr": SimCLR,
     "dcl": DCL,
     "dclw": DCLW,
     "isogclr": ISogCLR,
+    "swav": SwAV,
+    "groco": "ssl_toolkit.objectives.groco:GroCo",  # imported on use: diffsort stays out of the package import
 }
 
 __all__ = ["OBJECTIVES", "LossOutput", "Objective", "StepContext", "build_objective", "objective_kwargs"]
