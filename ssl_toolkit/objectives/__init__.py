@@ -22,6 +22,7 @@ OBJECTIVES: dict[str, type[Objective] | str] = {
     "dclw": DCLW,
     "isogclr": ISogCLR,
     "swav": SwAV,
+    "mochi": "ssl_toolkit.objectives.mochi:MoCHi",
     "groco": "ssl_toolkit.objectives.groco:GroCo",  # imported on use: diffsort stays out of the package import
 }
 
