@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ssl_toolkit.objectives import StepContext
 from tests.engine.dist_simclr_worker import make_batch, make_model
 
 WORKER = Path(__file__).with_name("dist_simclr_worker.py")
@@ -34,7 +35,7 @@ def test_two_processes_equal_one_process_on_doubled_batch(tmp_path: Path, n_view
     dist = load_file(str(out))
 
     model = make_model()
-    loss = model(make_batch(n_views, 16)).loss
+    loss = model(make_batch(n_views, 16), StepContext(n_global=n_views)).loss
     loss.backward()
     assert abs(dist["loss"].item() - loss.item()) < 1e-6
     for name, p in model.named_parameters():
