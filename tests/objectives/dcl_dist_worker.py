@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from ssl_toolkit.objectives import StepContext, build_objective
+from tests.dist_helpers import all_gather
 
 GLOBAL_BATCH = 16
 DIM = 12
@@ -65,12 +66,6 @@ def run(name: str, rank: int = 0, world: int = 1) -> tuple[Tensor, list[Tensor]]
     return loss.detach(), [v.grad for v in z]
 
 
-def _all_gather(t: Tensor, world: int) -> list[Tensor]:
-    out = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(out, t.contiguous())
-    return out
-
-
 def main(out_path: str) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -78,9 +73,9 @@ def main(out_path: str) -> None:
     result = {}
     for name in CONFIGS:
         loss, grads = run(name, rank, world)
-        result[f"{name}.loss"] = torch.stack(_all_gather(loss, world)).mean().reshape(1)
+        result[f"{name}.loss"] = torch.stack(all_gather(loss, world)).mean().reshape(1)
         for v, grad in enumerate(grads):
-            result[f"{name}.grad.{v}"] = torch.cat(_all_gather(grad, world)) / world
+            result[f"{name}.grad.{v}"] = torch.cat(all_gather(grad, world)) / world
     if rank == 0:
         save_file(result, out_path)
     dist.barrier()

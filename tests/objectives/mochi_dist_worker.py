@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ssl_toolkit.objectives import StepContext
 from ssl_toolkit.objectives.mochi import MoCHi
+from tests.dist_helpers import all_gather
 
 GLOBAL_BATCH = 16
 DIM = 16
@@ -64,12 +65,6 @@ def run(name: str, rank: int = 0, world: int = 1) -> tuple[MoCHi, list[Tensor], 
     return module, losses, grads
 
 
-def _all_gather(t: Tensor, world: int) -> list[Tensor]:
-    out = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(out, t.contiguous())
-    return out
-
-
 def main(out_path: str) -> None:
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
@@ -78,11 +73,11 @@ def main(out_path: str) -> None:
     for name in CONFIGS:
         module, losses, grads = run(name, rank, world)
         for step, (loss, step_grads) in enumerate(zip(losses, grads)):
-            result[f"{name}.{step}.loss"] = torch.stack(_all_gather(loss, world)).mean().reshape(1)
+            result[f"{name}.{step}.loss"] = torch.stack(all_gather(loss, world)).mean().reshape(1)
             for v, grad in enumerate(step_grads):
-                result[f"{name}.{step}.grad.{v}"] = torch.cat(_all_gather(grad, world)) / world
+                result[f"{name}.{step}.grad.{v}"] = torch.cat(all_gather(grad, world)) / world
         for buf in ("queue", "queue_ids", "queue_ptr", "queue_fill"):
-            for r, value in enumerate(_all_gather(getattr(module, buf).reshape(-1), world)):
+            for r, value in enumerate(all_gather(getattr(module, buf).reshape(-1), world)):
                 result[f"{name}.{buf}.rank{r}"] = value
     if rank == 0:
         save_file(result, out_path)

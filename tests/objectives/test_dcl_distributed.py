@@ -6,16 +6,13 @@ For DCLW this holds only because the vMF weights are normalised over the global 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.dist_helpers import run_two_processes
 from tests.objectives.dcl_dist_worker import CONFIGS, run
 
 WORKER = Path(__file__).with_name("dcl_dist_worker.py")
@@ -23,18 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-6
 
 
-def _torchrun() -> list[str]:
-    exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
-
-
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
     out = tmp_path_factory.mktemp("dcl_dist") / "dist.safetensors"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", str(WORKER), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes(WORKER, out)
     return load_file(str(out))
 
 

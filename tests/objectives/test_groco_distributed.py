@@ -8,16 +8,13 @@ differ, which shows the comparison can fail.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.dist_helpers import run_two_processes
 from tests.objectives.groco_dist_worker import CONFIGS, run
 
 pytest.importorskip("diffsort")
@@ -27,18 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-6
 
 
-def _torchrun() -> list[str]:
-    exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
-
-
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
     out = tmp_path_factory.mktemp("groco_dist") / "dist.safetensors"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", str(WORKER), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes(WORKER, out)
     return load_file(str(out))
 
 

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from ssl_toolkit.objectives import StepContext
+from tests.dist_helpers import run_two_processes
 from tests.objectives.isogclr_dist_worker import STEP_IDS, make_objective, make_steps
 
 WORKER = Path(__file__).with_name("isogclr_dist_worker.py")
@@ -21,18 +18,10 @@ TABLES = ("u", "tau", "tau_momentum", "seen")
 TOL = 1e-6
 
 
-def _torchrun() -> list[str]:
-    exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, torch.Tensor]]:
     out = tmp_path_factory.mktemp("isogclr_dist")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", str(WORKER), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes(WORKER, out)
     return [load_file(str(out / f"rank{r}.safetensors")) for r in range(2)]
 
 

@@ -6,16 +6,13 @@ parameter agree step by step over 4 SGD steps; the prototypes are frozen at step
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.dist_helpers import run_two_processes
 from tests.objectives.swav_dist_worker import LR, N_STEPS, make_model, run_steps
 
 WORKER = Path(__file__).with_name("swav_dist_worker.py")
@@ -25,18 +22,10 @@ TOL, RTOL = 2e-6, 1e-5
 PROTOTYPES = "objective.prototypes.weight"
 
 
-def _torchrun() -> list[str]:
-    exe = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    return [exe] if exe else [sys.executable, "-m", "torch.distributed.run"]
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     out = tmp_path_factory.mktemp("swav_dist") / "dist.safetensors"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", str(WORKER), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_two_processes(WORKER, out)
     model = make_model()
     single = run_steps(model, torch.optim.SGD(model.parameters(), lr=LR))
     return load_file(str(out)), single
