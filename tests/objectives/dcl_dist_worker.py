@@ -12,13 +12,11 @@ import sys
 from collections.abc import Callable
 
 import torch
-import torch.distributed as dist
 from lightly.loss import DCLLoss, DCLWLoss
-from safetensors.torch import save_file
 from torch import Tensor
 
 from ssl_toolkit.objectives import StepContext, build_objective
-from tests.dist_helpers import all_gather
+from tests.dist_helpers import save_losses_and_grads
 
 GLOBAL_BATCH = 16
 DIM = 12
@@ -67,19 +65,7 @@ def run(name: str, rank: int = 0, world: int = 1) -> tuple[Tensor, list[Tensor]]
 
 
 def main(out_path: str) -> None:
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    assert world == 2, world
-    result = {}
-    for name in CONFIGS:
-        loss, grads = run(name, rank, world)
-        result[f"{name}.loss"] = torch.stack(all_gather(loss, world)).mean().reshape(1)
-        for v, grad in enumerate(grads):
-            result[f"{name}.grad.{v}"] = torch.cat(all_gather(grad, world)) / world
-    if rank == 0:
-        save_file(result, out_path)
-    dist.barrier()
-    dist.destroy_process_group()
+    save_losses_and_grads(run, CONFIGS, out_path)
 
 
 if __name__ == "__main__":
