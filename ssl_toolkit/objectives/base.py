@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +26,12 @@ class StepContext:
         view_kinds: one tag per view, e.g. ``("crop", "crop", "local", ...)``.
         z_ema: projector outputs of the model's EMA (momentum) branch for the global views, without
             gradient, one (B, D) tensor per global view; empty when the model has no EMA branch.
+        generated: (B,) bool when a bank of generated images is mixed in (``data.generated``): GenView,
+            the sample's ``source: generated`` view was cut from a bank variant; AdaInf, the sample is a
+            bank image. None without a bank.
+        sample_weights: (B,) per-sample loss weights, mean 1, without gradient (GenView's quality weights,
+            ``quality_weights`` in the recipe); objectives with ``accepts_sample_weights`` scale each sample's terms.
+            None: unweighted.
     """
 
     step: int = 0
@@ -33,6 +40,8 @@ class StepContext:
     ids: Tensor | None = None
     view_kinds: tuple[str, ...] = ()
     z_ema: tuple[Tensor, ...] = ()
+    generated: Tensor | None = None
+    sample_weights: Tensor | None = None
 
 
 @dataclass
@@ -61,7 +70,10 @@ class Objective(nn.Module):
     Subclasses take keyword-only constructor arguments, normalise and compute in float32 themselves
     (``with float32_region(z) as z:``), keep state
     (queues, per-sample tables) in persistent buffers and learnable things in parameters.
+    Set ``accepts_sample_weights = True`` when ``forward`` honours ``ctx.sample_weights``.
     """
+
+    accepts_sample_weights: ClassVar[bool] = False
 
     def histograms(self) -> dict[str, Tensor]:
         """Value distributions worth a TensorBoard histogram (e.g. per-sample temperatures); none by default."""

@@ -92,8 +92,12 @@ def multiview_dcl(
     sigma: float | None = None,
     detach_weights: bool = True,
     gather_distributed: bool = False,
+    sample_weights: Tensor | None = None,
 ) -> Tensor:
     """DCL (``sigma=None``) or DCLW over V views, global views first (the form in the module docstring).
+
+    ``sample_weights`` (B,), e.g. GenView's quality weights (mean 1, no gradient), scale every anchor term of
+    their sample; the loss is then the mean of the weighted terms.
 
     Shape:
         z: V tensors of shape (B, D), un-normalised. Returns a scalar.
@@ -127,6 +131,8 @@ def multiview_dcl(
     has_pos = n_pos > 0
     terms = (pair_neg - pos).masked_fill(~is_pair[:, None, :], 0.0)  # (V, B, V)
     per_anchor = terms.sum(dim=2)[has_pos] / n_pos[has_pos, None]  # (V', B)
+    if sample_weights is not None:
+        per_anchor = per_anchor * sample_weights.to(per_anchor)[None, :]
     return per_anchor.mean()
 
 
@@ -148,6 +154,8 @@ class DCL(Objective):
     sigma: float | None = None
     detach_weights: bool = True
 
+    accepts_sample_weights = True
+
     def __init__(self, *, temperature: float | dict | Temperature = 0.1, gather_distributed: bool = True) -> None:
         super().__init__()
         self.temperature = build_temperature(temperature)
@@ -165,7 +173,8 @@ class DCL(Objective):
         with float32_region(z) as z:
             tau = self.temperature(ctx.progress).to(z[0].device)
             world, _ = _gathering(self.gather_distributed)
-            if len(z) == 2 and ctx.n_global >= 2 and self._lightly is not None and world == 1:
+            weighted = ctx.sample_weights is not None
+            if len(z) == 2 and ctx.n_global >= 2 and self._lightly is not None and world == 1 and not weighted:
                 loss = self._lightly(z[0], z[1])
             else:
                 loss = multiview_dcl(
@@ -175,6 +184,7 @@ class DCL(Objective):
                     sigma=self.sigma,
                     detach_weights=self.detach_weights,
                     gather_distributed=self.gather_distributed,
+                    sample_weights=ctx.sample_weights,
                 )
         return LossOutput(loss=loss, logs={"temperature": tau.detach()})
 

@@ -35,6 +35,8 @@ class SimCLR(Objective):
             of the sample, SupCon L_out over all views). The same thing when every view is global.
     """
 
+    accepts_sample_weights = True
+
     def __init__(
         self,
         *,
@@ -63,13 +65,19 @@ class SimCLR(Objective):
             tau = self.temperature(ctx.progress)
             # lightly builds its gather mask on the CPU (spec §0.2: may fail on multi-GPU), so it runs one process only
             one_process = not (self.gather_distributed and lightly_dist.world_size() > 1)
-            if len(z) == 2 and self._ntxent is not None and one_process:
+            if len(z) == 2 and self._ntxent is not None and one_process and ctx.sample_weights is None:
                 loss = self._ntxent(z[0], z[1])
             else:
                 n_pos = ctx.n_global if self.positives == "global" else len(z)
                 if n_pos < 2:
                     raise ValueError("simclr positives='global' needs >= 2 global views; use positives='all'")
-                loss = multiview_ntxent(z, tau, gather_distributed=self.gather_distributed, n_positive_views=n_pos)
+                loss = multiview_ntxent(
+                    z,
+                    tau,
+                    gather_distributed=self.gather_distributed,
+                    n_positive_views=n_pos,
+                    sample_weights=ctx.sample_weights,
+                )
         return LossOutput(loss=loss, logs={"temperature": tau.detach()})
 
 
@@ -79,11 +87,13 @@ def multiview_ntxent(
     *,
     gather_distributed: bool = False,
     n_positive_views: int | None = None,
+    sample_weights: Tensor | None = None,
 ) -> Tensor:
     """SupCon L_out with instance labels over V views; equals NT-Xent at V = 2.
 
     Positives of an anchor are the same sample in the first ``n_positive_views`` views (default: all V),
-    itself excluded; every embedding but the anchor is in the denominator.
+    itself excluded; every embedding but the anchor is in the denominator. ``sample_weights`` (B,), e.g.
+    GenView's quality weights (mean 1, no gradient), scale the terms of every anchor of their sample.
 
     Shape:
         z: V tensors of shape (B, D), un-normalised. Returns a scalar.
@@ -120,4 +130,6 @@ def multiview_ntxent(
     same_sample[rows, self_col] = False
     counts = same_sample.sum(dim=1)  # (V*B,): n_pos - 1 for positive views, n_pos for the others
     pos_log_prob = log_prob.masked_fill(~same_sample, 0.0).sum(dim=1) / counts  # (V*B,)
+    if sample_weights is not None:
+        pos_log_prob = pos_log_prob * sample_weights.to(pos_log_prob).repeat(n_views)
     return -pos_log_prob.mean()
