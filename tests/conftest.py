@@ -22,3 +22,30 @@ def reference(name: str) -> dict:
     if not (REFERENCE_DIR / name).is_file():
         pytest.skip(f"reference file {name} not found in {REFERENCE_DIR}")
     return _load(name)
+
+
+@pytest.fixture(scope="session")
+def vit_weighter_files(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random CLIP-tagged ViT export and a PCA fitted on its tokens."""
+    import timm
+    import torch
+    from timm.models import save_for_hf
+
+    from ssl_toolkit.generation.foreground import fit_foreground_pca_from_images, save_foreground_pca
+
+    torch.manual_seed(1)
+    model = timm.create_model(
+        "vit_base_patch16_clip_224.openai",
+        pretrained=False,
+        num_classes=0,
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=1,
+        num_heads=2,
+    )
+    folder = tmp_path_factory.mktemp("qvit")
+    save_for_hf(model, folder, safe_serialization=True)
+    images = (torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 255).to(torch.uint8)
+    pca = save_foreground_pca(folder.parent / "qvit_pca.safetensors", fit_foreground_pca_from_images(folder, images))
+    return folder, pca
