@@ -11,6 +11,8 @@ from torch.utils.data import Dataset, Subset
 
 from ssl_toolkit.data import EpochSampler, ViewDataset, build_dataset, build_view_transforms, collate_views
 from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages
+from ssl_toolkit.data.generated import GenViewImages, InflatedImages, ViewBank
+from ssl_toolkit.data.views import view_sources
 from ssl_toolkit.model import SSLModel, build_encoder, build_projector
 from ssl_toolkit.objectives import build_objective
 
@@ -32,26 +34,49 @@ def build_base_dataset(data: DictConfig, *, split: str = "train") -> Dataset:
     return build_dataset(name=data.name, split=split, root=data.root, download=data.download, labelled=data.labelled)
 
 
+def _view_groups(cfg: DictConfig) -> list[dict]:
+    """The recipe's view groups; AdaInf with ``weak_augment`` turns ``augment: simclr`` into ``simclr_weak``."""
+    groups = _plain(cfg.views)
+    gen = cfg.data.generated
+    if gen.bank is not None and gen.mode == "adainf" and gen.weak_augment:
+        groups = [{**g, "augment": "simclr_weak"} if g.get("augment", "simclr") == "simclr" else g for g in groups]
+    return groups
+
+
+def _with_bank(base: Dataset, cfg: DictConfig) -> Dataset:
+    """The training images: the (subset of the) real images, mixed with the bank of ``data.generated``."""
+    gen, seed = cfg.data.generated, cfg.train.seed
+    if gen.bank is None:
+        return seeded_subset(base, cfg.data.subset, seed)
+    bank = ViewBank(gen.bank)
+    if gen.mode == "genview":  # the bank is indexed like the full dataset: wrap first, then take the subset
+        return seeded_subset(GenViewImages(base, bank, p_generated=gen.p_generated), cfg.data.subset, seed)
+    return InflatedImages(seeded_subset(base, cfg.data.subset, seed), bank, dup=gen.dup)
+
+
 def build_train_data(cfg: DictConfig) -> dict[str, Any]:
-    """Training views: dataset, its epoch sampler, the collate function that yields ``(views, ids)``, and
-    view metadata. ``data.view_backend`` picks per-image views in the dataset or batched views in the collate.
+    """Training views: dataset, its epoch sampler, the collate function that yields ``(views, ids)`` (plus
+    ``is_generated`` with a bank), and view metadata. ``data.view_backend`` picks per-image views in the
+    dataset or batched views in the collate.
     """
     base = build_base_dataset(cfg.data)
     batched = cfg.data.view_backend == "batched"
+    groups = _view_groups(cfg)
     transforms, view_kinds, n_global = build_view_transforms(
-        _plain(cfg.views),
+        groups,
         mean=base.mean,
         std=base.std,
         greyscale=getattr(base, "greyscale", False),
         batched=batched,
     )
-    images = seeded_subset(base, cfg.data.subset, cfg.train.seed)
+    images = _with_bank(base, cfg)
+    sources = view_sources(groups) if cfg.data.generated.bank is not None else None
     sampler = EpochSampler(len(images), seed=cfg.train.seed, shuffle=True)
     if batched:
-        dataset: Dataset = PositionedImages(images)
-        collate = BatchViewCollate(transforms, n=len(images), seed=cfg.train.seed)
+        dataset: Dataset = PositionedImages(images, seed=None if sources is None else cfg.train.seed)
+        collate = BatchViewCollate(transforms, n=len(images), seed=cfg.train.seed, sources=sources)
     else:
-        dataset, collate = ViewDataset(images, transforms, seed=cfg.train.seed), collate_views
+        dataset, collate = ViewDataset(images, transforms, seed=cfg.train.seed, sources=sources), collate_views
     return {
         "base": base,
         "dataset": dataset,
@@ -99,3 +124,13 @@ def build_optimizer(model: torch.nn.Module, train: DictConfig) -> torch.optim.Op
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer
+
+
+def build_quality_weighter(cfg: DictConfig) -> torch.nn.Module | None:
+    """GenView's quality weighter from ``quality_weights`` (None when no model is given)."""
+    qw = cfg.quality_weights
+    if qw.model_path is None:
+        return None
+    from ssl_toolkit.generation.quality import QualityWeighter
+
+    return QualityWeighter(qw.model_path, qw.pca_path, arch=qw.arch, gamma=qw.gamma, image_size=qw.image_size)

@@ -21,7 +21,21 @@ OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 DATASET_NAMES = ("fashion_mnist", "image_folder")
 VIEW_BACKENDS = ("per_image", "batched")
+GENERATED_MODES = ("genview", "adainf")
 REPLACED_WHOLE = ("objective", "model.backbone_kwargs")
+
+
+@dataclass
+class GeneratedConfig:
+    """A bank of generated images (``ssl-toolkit generate-views``) mixed into training (data/generated.py)."""
+
+    bank: str | None = None  # the bank folder; None = no generated images
+    # genview: views of the `source: generated` view group are cut from a bank variant of the same image;
+    # adainf: sample-level inflation, real images replicated `dup` times plus every bank image
+    mode: str = "genview"
+    p_generated: float = 1.0  # genview: probability that a sample's generated view comes from the bank
+    dup: int = 10  # adainf: real replication factor (AdaInf: 10)
+    weak_augment: bool = True  # adainf: views with augment simclr use AdaInf's simclr_weak defaults instead
 
 
 @dataclass
@@ -37,6 +51,7 @@ class DataConfig:
     # per_image: torchvision, one image at a time in the loader workers; batched: kornia, a whole batch per
     # call with per-image randomness (much faster on small images; images must share one size)
     view_backend: str = "per_image"
+    generated: GeneratedConfig = field(default_factory=GeneratedConfig)
 
 
 @dataclass
@@ -46,10 +61,11 @@ class ViewGroupConfig:
     name: str = "global"
     n: int = 2
     size: int = 224
-    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])
-    augment: str = "simclr"
-    strength: float = 1.0
-    jitter_p: float = 0.8
+    augment: str = "simclr"  # simclr | simclr_weak | none (data/views.py AUGMENT_PRESETS)
+    # None: the augment preset's default (simclr: (0.08, 1), 1.0, 0.8; simclr_weak: (0.2, 1), 0.5, 0.4)
+    scale: list[float] | None = None
+    strength: float | None = None
+    jitter_p: float | None = None
     gray_p: float = 0.2
     blur_p: float | None = None  # None: 0.5 above 32 px, 0 for 28-32 px inputs
     source: str = "real"
@@ -125,6 +141,22 @@ class MonitorConfig:
 
 
 @dataclass
+class QualityWeightsConfig:
+    """GenView's quality-driven per-sample loss weights (ssl_toolkit/generation/quality.py); off without a model.
+
+    A frozen timm model scores the foreground/background agreement of the first two global views; the weights
+    ``B·softmax(γ(s_fg − s_bg))`` (mean 1, no gradient) scale each sample's loss terms in objectives that
+    accept them (simclr, dcl, dclw).
+    """
+
+    model_path: str | None = None  # timm export folder, or a weights file with `arch`
+    arch: str | None = None
+    pca_path: str | None = None  # foreground PCA of that model's tokens (generation.foreground.save_foreground_pca)
+    gamma: float = 1.0  # GenView: 1
+    image_size: int | None = None  # default: the model's own input size
+
+
+@dataclass
 class Recipe:
     """A whole run: data, views, model, objective, training and evaluation."""
 
@@ -136,6 +168,7 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    quality_weights: QualityWeightsConfig = field(default_factory=QualityWeightsConfig)
 
 
 def _describe(err: OmegaConfBaseException, cfg: DictConfig) -> str:
@@ -236,6 +269,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("views is empty; give at least one view group, e.g. {name: global, n: 2, size: 32}")
     if sum(g.n for g in cfg.views) < 2:
         raise ConfigError("the view groups produce fewer than 2 views; contrastive objectives need >= 2")
+    _validate_generated(cfg)
     for key in ("epochs", "batch_size", "grad_accum", "save_every", "log_every"):
         if cfg.train[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {cfg.train[key]}")
@@ -245,7 +279,52 @@ def validate(cfg: DictConfig) -> None:
             f"monitor: needs every >= 0 (0 = off) and 1 <= knn_bank < samples, got every={mc.every}, "
             f"samples={mc.samples}, knn_bank={mc.knn_bank}"
         )
-    build_objective(OmegaConf.to_container(cfg.objective, resolve=True))  # checks the name and kwargs
+    objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True))  # checks name and kwargs
+    _validate_quality_weights(cfg, objective)
+
+
+def _validate_quality_weights(cfg: DictConfig, objective: Any) -> None:
+    qw = cfg.quality_weights
+    if qw.model_path is None:
+        return
+    if not objective.accepts_sample_weights:
+        raise ConfigError(
+            f"quality_weights: objective {cfg.objective.name!r} does not take per-sample weights; use simclr, dcl "
+            "or dclw, or unset quality_weights.model_path"
+        )
+    for key in ("model_path", "pca_path"):
+        if qw[key] is None or not Path(qw[key]).exists():
+            raise ConfigError(f"quality_weights.{key} does not exist: {qw[key]} (local paths only, nothing downloads)")
+    from ssl_toolkit.data.views import count_global_views
+
+    if count_global_views(OmegaConf.to_container(cfg.views, resolve=True)) < 2:
+        raise ConfigError("quality_weights compare the first two global views; the views give fewer than 2")
+
+
+def _validate_generated(cfg: DictConfig) -> None:
+    gen = cfg.data.generated
+    _choice(gen.mode, GENERATED_MODES, "data.generated.mode")
+    generated_groups = [g.name for g in cfg.views if g.source == "generated"]
+    if gen.bank is None:
+        if generated_groups:
+            raise ConfigError(
+                f"view group(s) {generated_groups} have source: generated but data.generated.bank is not set; "
+                "point it at a folder built by `ssl-toolkit generate-views`"
+            )
+        return
+    if not Path(gen.bank).is_dir():
+        raise ConfigError(f"data.generated.bank does not exist: {gen.bank}; build it with `ssl-toolkit generate-views`")
+    if gen.mode == "genview" and not generated_groups:
+        raise ConfigError(
+            "data.generated.mode=genview needs a view group with source: generated (e.g. the second global "
+            "view: {name: generated, n: 1, size: <global size>, source: generated})"
+        )
+    if gen.mode == "adainf" and generated_groups:
+        raise ConfigError(
+            f"data.generated.mode=adainf mixes whole samples; view group(s) {generated_groups} must use source: real"
+        )
+    if not 0.0 <= gen.p_generated <= 1.0 or gen.dup < 1:
+        raise ConfigError(f"data.generated needs p_generated in [0, 1] and dup >= 1, got {gen.p_generated}, {gen.dup}")
 
 
 def save_resolved(cfg: DictConfig, path: str | Path) -> None:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ssl_toolkit.builders import build_model, build_optimizer, build_train_data
+from ssl_toolkit.builders import build_model, build_optimizer, build_quality_weighter, build_train_data
 from ssl_toolkit.checkpoint import clean_stale, last_checkpoint, save_checkpoint
 from ssl_toolkit.config import save_resolved
 from ssl_toolkit.data import build_eval_transform
@@ -75,6 +75,7 @@ class _Run:
     run_dir: Path
     ckpt_dir: Path
     total_steps: int = 0
+    weighter: torch.nn.Module | None = None  # frozen quality-weight model, kept beside the trained one
 
 
 def _prepare(cfg: DictConfig) -> _Run:
@@ -94,6 +95,8 @@ def _prepare(cfg: DictConfig) -> _Run:
     optimizer = build_optimizer(model, tc)
     model, optimizer, loader = accelerator.prepare(model, optimizer, _build_loader(data, cfg))
     run = _Run(cfg, accelerator, model, optimizer, loader, data, run_dir, ckpt_dir)
+    weighter = build_quality_weighter(cfg)
+    run.weighter = None if weighter is None else weighter.to(accelerator.device)
     resume_from = last_checkpoint(ckpt_dir) if tc.resume else None
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
@@ -112,7 +115,9 @@ def _core(run: _Run) -> torch.nn.Module:
     return run.accelerator.unwrap_model(run.model)
 
 
-def _forward_backward(run: _Run, views: list[torch.Tensor], ids: torch.Tensor, step: int, epoch: int):
+def _forward_backward(
+    run: _Run, views: list[torch.Tensor], ids: torch.Tensor, step: int, epoch: int, generated: torch.Tensor | None
+):
     """One micro-batch: loss, NaN guard, backward and (on accumulation boundaries) the optimizer step."""
     acc, tc = run.accelerator, run.cfg.train
     with acc.accumulate(run.model):
@@ -122,8 +127,14 @@ def _forward_backward(run: _Run, views: list[torch.Tensor], ids: torch.Tensor, s
             n_global=run.data["n_global"],
             ids=ids,
             view_kinds=run.data["view_kinds"],
+            generated=generated,
+            sample_weights=_sample_weights(run, views),
         )
         out = run.model(views, ctx)
+        if ctx.sample_weights is not None:  # how unequal the quality weights are (mean is 1 by construction)
+            out.logs["quality_weight_max"] = ctx.sample_weights.max()
+        if generated is not None:  # the share of samples that carried a bank image (logged like a loss term)
+            out.logs["generated_fraction"] = generated.float().mean()
         loss_mean = acc.reduce(out.loss.detach(), reduction="mean")  # also keeps every process's guard in step
         if not torch.isfinite(loss_mean):
             raise NonFiniteLossError(
@@ -143,6 +154,14 @@ def _forward_backward(run: _Run, views: list[torch.Tensor], ids: torch.Tensor, s
         run.optimizer.step()
         run.optimizer.zero_grad(set_to_none=True)
     return loss_mean, out.logs
+
+
+def _sample_weights(run: _Run, views: list[torch.Tensor]) -> torch.Tensor | None:
+    """Per-sample loss weights from the quality weighter on the first two (global) views, if one is set."""
+    if run.weighter is None:
+        return None
+    base = run.data["base"]
+    return run.weighter(views[0], views[1], mean=base.mean, std=base.std)
 
 
 class _Progress:
@@ -247,8 +266,8 @@ def train(cfg: DictConfig) -> Path:
         run.loader.set_epoch(epoch)
         batches = acc.skip_first_batches(run.loader, skip) if skip else run.loader
         skip = 0
-        for views, ids in batches:
-            loss_mean, logs = _forward_backward(run, views, ids, step, epoch)
+        for views, ids, *flags in batches:  # flags: is_generated (B,) when a bank of generated images is mixed in
+            loss_mean, logs = _forward_backward(run, views, ids, step, epoch, flags[0] if flags else None)
             if not acc.sync_gradients:
                 continue
             step += 1

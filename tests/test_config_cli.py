@@ -224,3 +224,31 @@ def test_free_form_dicts_are_replaced_and_views_override_as_a_list(tmp_path: Pat
     )
     assert dict(cfg.model.backbone_kwargs) == {}
     assert len(cfg.views) == 1 and cfg.views[0].n == 3 and cfg.views[0].augment == "simclr"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["views=[{name: g, n: 2, size: 16, source: generated}]"], "data.generated.bank is not set"),
+        (["data.generated.bank={bank}"], "needs a view group with source: generated"),
+        (
+            [
+                "data.generated.bank={bank}",
+                "data.generated.mode=adainf",
+                "views=[{name: g, n: 2, size: 16, source: generated}]",
+            ],
+            "mixes whole samples",
+        ),
+        (["data.generated.bank={bank}", "data.generated.mode=dreambooth"], "accepted: genview, adainf"),
+        (["data.generated.bank=/no/such/bank"], "does not exist"),
+        (["quality_weights.model_path={bank}", "quality_weights.pca_path=/no/pca"], "pca_path does not exist"),
+    ],
+)
+def test_generated_and_quality_weight_errors(tmp_path: Path, overrides: list[str], match: str) -> None:
+    from ssl_toolkit import config
+
+    bank = tmp_path / "bank"
+    bank.mkdir()
+    overrides = [o.replace("{bank}", str(bank)) for o in overrides]
+    with pytest.raises(ConfigError, match=match):
+        config.load(REPO / "recipes" / "tests" / "tiny.yaml", [f"data.root={tmp_path}", *overrides])

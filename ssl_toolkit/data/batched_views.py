@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from ssl_toolkit.data.generated import source_of
 from ssl_toolkit.data.view_dataset import mix_seeds
 from ssl_toolkit.data.views import ResizeIfNeeded, blur_kernel_size, validated_view_args
 from ssl_toolkit.errors import ConfigError, DataError
@@ -81,47 +82,80 @@ def build_batch_view_transform(**kwargs: object) -> Callable[[Tensor], Tensor]:
 
 
 class BatchViewCollate:
-    """DataLoader ``collate_fn``: ``[(image, position), ...]`` -> ``(list of V view batches, ids)``.
+    """DataLoader ``collate_fn``: ``[(image, position, id), ...]`` -> ``(list of V view batches, ids)``.
 
-    ``position`` is the sampler's ``epoch * n + i`` (see `EpochSampler`); ids are ``position % n``.
+    ``position`` is the sampler's ``epoch * n + i`` (see `EpochSampler`); without ``id`` in the items, ids
+    are ``position % n``. With a bank (items hold a `Sample`), ``sources`` names each view's image and the
+    result gains ``is_generated`` (B,) bool.
     Randomness is seeded from ``(seed, first position)`` inside ``fork_rng``, so the caller's RNG is untouched.
 
     Args:
         transforms: one batched transform per view.
         n: dataset length (to decode positions into ids).
         seed: base seed.
+        sources: per view, "real" or "generated" (the `Sample` image it is cut from); None without a bank.
     """
 
-    def __init__(self, transforms: Sequence[Callable[[Tensor], Tensor]], *, n: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        transforms: Sequence[Callable[[Tensor], Tensor]],
+        *,
+        n: int,
+        seed: int = 0,
+        sources: Sequence[str] | None = None,
+    ) -> None:
+        if sources is not None and len(sources) != len(transforms):
+            raise ConfigError(f"{len(sources)} view sources for {len(transforms)} view transforms")
         self.transforms = list(transforms)
         self.n = int(n)
         self.seed = int(seed)
+        self.sources = None if sources is None else tuple(sources)
 
-    def __call__(self, batch: Sequence[tuple[Tensor, int]]) -> tuple[list[Tensor], Tensor]:
-        shapes = {tuple(image.shape) for image, _ in batch}
+    def __call__(self, batch: Sequence[tuple]) -> tuple[list[Tensor], ...]:
+        samples = [item[0] for item in batch]
+        real = [source_of(s, "real") for s in samples]
+        shapes = {tuple(image.shape) for image in real}
         if len(shapes) > 1:
             raise DataError(
                 f"data.view_backend=batched needs images of one size, got {sorted(shapes)[:3]}; "
                 "resize the images to one size or use data.view_backend=per_image"
             )
-        images = torch.stack([image for image, _ in batch])  # (B, 3, H, W)
-        positions = [int(p) for _, p in batch]
+        images = {"real": torch.stack(real)}  # (B, 3, H, W)
+        if self.sources is not None and "generated" in self.sources:
+            images["generated"] = torch.stack([source_of(s, "generated") for s in samples])
+        positions = [int(item[1]) for item in batch]
+        sources = self.sources or ("real",) * len(self.transforms)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seeds(self.seed, positions[0]))
-            views = [t(images) for t in self.transforms]
-        ids = torch.tensor([p % self.n for p in positions], dtype=torch.int64)
-        return views, ids
+            views = [t(images[src]) for t, src in zip(self.transforms, sources)]
+        ids = torch.tensor([int(item[2]) if len(item) > 2 else p % self.n for item, p in zip(batch, positions)])
+        if self.sources is None:
+            return views, ids
+        return views, ids, torch.tensor([bool(getattr(s, "is_generated", False)) for s in samples])
 
 
 class PositionedImages(torch.utils.data.Dataset):
-    """Yields ``(image, position)`` for sampler positions ``epoch * n + i``; the views come in the collate."""
+    """Yields ``(image, position, id)`` for sampler positions ``epoch * n + i``; the views come in the collate.
 
-    def __init__(self, base: torch.utils.data.Dataset) -> None:
+    ``id`` is ``base.sample_id(i)`` when the base defines it, else ``i``. With ``seed`` given, the base is
+    read inside a region seeded by ``(seed, epoch, i)``, so a random draw it makes (a bank variant, see
+    ``generated.py``) is exact on resume and the same with any number of workers.
+    """
+
+    def __init__(self, base: torch.utils.data.Dataset, *, seed: int | None = None) -> None:
         self.base = base
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, position: int) -> tuple[Tensor, int]:
-        image, _ = self.base[int(position) % len(self)]
-        return image, int(position)
+    def __getitem__(self, position: int) -> tuple[Tensor, int, int]:
+        epoch, i = divmod(int(position), len(self))
+        if self.seed is None:
+            image, _ = self.base[i]
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(mix_seeds(self.seed, epoch, i, 1))
+                image, _ = self.base[i]
+        sample_id = self.base.sample_id(i) if hasattr(self.base, "sample_id") else i
+        return image, int(position), sample_id

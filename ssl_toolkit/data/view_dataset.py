@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from ssl_toolkit.data.generated import source_of
 from ssl_toolkit.errors import ConfigError
 
 _MASK64 = (1 << 64) - 1
@@ -73,31 +73,49 @@ class EpochSampler(Sampler[int]):
 
 
 class ViewDataset(Dataset):
-    """Wraps an ``(image, label)`` dataset and yields ``(views, index)``, one view per transform.
+    """Wraps an ``(image, label)`` dataset and yields ``(views, id)``, one view per transform.
+
+    With a bank of generated images (``data/generated.py``) the base yields a `Sample` instead of an image;
+    ``sources`` then names, per view, the image it is cut from ("real" or "generated"), and items become
+    ``(views, id, is_generated)``. The base is read inside the per-sample seeded region, so a random draw
+    it makes (a bank variant) is as reproducible as the views. ``id`` is ``base.sample_id(i)`` when the base
+    defines it (AdaInf's replicated real images share one id), else ``i``.
 
     Args:
-        base: dataset yielding ``(image, label)``.
+        base: dataset yielding ``(image, label)`` or ``(Sample, label)``.
         transforms: one callable per view, applied to the same decoded image.
         seed: base seed of the view randomness.
+        sources: per view, "real" or "generated"; None for a plain dataset.
     """
 
-    def __init__(self, base: Dataset, transforms: Sequence[Callable], *, seed: int = 0) -> None:
+    def __init__(
+        self, base: Dataset, transforms: Sequence[Callable], *, seed: int = 0, sources: Sequence[str] | None = None
+    ) -> None:
         if len(transforms) < 1:
             raise ConfigError("ViewDataset needs at least one view transform")
+        if sources is not None and len(sources) != len(transforms):
+            raise ConfigError(f"{len(sources)} view sources for {len(transforms)} view transforms")
         self.base = base
         self.transforms = list(transforms)
         self.seed = int(seed)
+        self.sources = None if sources is None else tuple(sources)
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[list[Tensor], int]:
+    def __getitem__(self, index: int) -> tuple:
         index = int(index)
         if index < 0:
             raise IndexError(f"ViewDataset index must be >= 0, got {index}")
         epoch, i = divmod(index, len(self))
-        image, _ = self.base[i]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(mix_seeds(self.seed, epoch, i))
-            views = [t(image) for t in self.transforms]
-        return views, i
+            image, _ = self.base[i]
+            if self.sources is None:
+                views = [t(image) for t in self.transforms]
+            else:
+                views = [t(source_of(image, src)) for t, src in zip(self.transforms, self.sources)]
+        sample_id = self.base.sample_id(i) if hasattr(self.base, "sample_id") else i
+        if self.sources is None:
+            return views, sample_id
+        return views, sample_id, bool(getattr(image, "is_generated", False))

@@ -82,7 +82,18 @@ def _none(*, size: int, mean: Sequence[float], std: Sequence[float], **_unused: 
 
 AUGMENT_PRESETS: dict[str, Callable[..., Callable]] = {
     "simclr": _simclr,
+    # AdaInf's weaker SimCLR augmentation for training on inflated (real + generated) data (Wang, Zhang & Wang,
+    # ICLR 2024, symmetric_adainf.yaml; views_eval_spec.md §3.3): the same steps with other defaults
+    "simclr_weak": _simclr,
     "none": _none,
+}
+
+# Defaults of the keys a view group may leave out, per preset; a value the recipe gives always wins.
+PRESET_DEFAULTS: dict[str, dict[str, object]] = {
+    "simclr": {"scale": (0.08, 1.0), "strength": 1.0, "jitter_p": 0.8},
+    # min scale 0.08 -> 0.2, jitter p 0.8 -> 0.4, jitter (0.8, 0.8, 0.8, 0.2) -> (0.4, 0.4, 0.4, 0.1)
+    "simclr_weak": {"scale": (0.2, 1.0), "strength": 0.5, "jitter_p": 0.4},
+    "none": {"scale": (0.08, 1.0), "strength": 1.0, "jitter_p": 0.8},
 }
 
 
@@ -128,9 +139,9 @@ def validated_view_args(
     *,
     augment: str = "simclr",
     size: int,
-    scale: Sequence[float] = (0.08, 1.0),
-    strength: float = 1.0,
-    jitter_p: float = 0.8,
+    scale: Sequence[float] | None = None,
+    strength: float | None = None,
+    jitter_p: float | None = None,
     gray_p: float = 0.2,
     blur_p: float | None = None,
     mean: Sequence[float],
@@ -147,6 +158,10 @@ def validated_view_args(
     """
     if augment not in AUGMENT_PRESETS:
         raise ConfigError(f"unknown augment preset {augment!r}; accepted: {', '.join(AUGMENT_PRESETS)}")
+    defaults = PRESET_DEFAULTS[augment]
+    scale = defaults["scale"] if scale is None else scale  # type: ignore[assignment]
+    strength = defaults["strength"] if strength is None else strength  # type: ignore[assignment]
+    jitter_p = defaults["jitter_p"] if jitter_p is None else jitter_p  # type: ignore[assignment]
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ConfigError(f"view size must be an integer >= 1, got {size!r}")
     try:
@@ -176,11 +191,13 @@ def build_view_transform(**kwargs: object) -> Callable[[Tensor], Tensor]:
     """Build one view's transform: uint8 (3, H, W) -> float32 (3, size, size), normalised.
 
     Args:
-        augment: a key of ``AUGMENT_PRESETS`` ("simclr", or "none" for resize + normalise).
+        augment: a key of ``AUGMENT_PRESETS``: "simclr", "simclr_weak" (AdaInf's weaker defaults, for
+            inflated data) or "none" (resize + normalise).
         size: output side in pixels.
-        scale: RandomResizedCrop area range, ``0 < a <= b <= 1`` (default (0.08, 1)).
-        strength: colour-jitter strength s, jitter (0.8s, 0.8s, 0.8s, 0.2s); in [0, 2.5] (default 1).
-        jitter_p: probability of applying colour jitter (default 0.8).
+        scale: RandomResizedCrop area range, ``0 < a <= b <= 1`` (default (0.08, 1); simclr_weak (0.2, 1)).
+        strength: colour-jitter strength s, jitter (0.8s, 0.8s, 0.8s, 0.2s); in [0, 2.5] (default 1;
+            simclr_weak 0.5, i.e. (0.4, 0.4, 0.4, 0.1)).
+        jitter_p: probability of applying colour jitter (default 0.8; simclr_weak 0.4).
         gray_p: probability of converting to greyscale (default 0.2).
         blur_p: probability of Gaussian blur (sigma in [0.1, 2], kernel about 10 % of ``size``);
             None means 0.5 when ``size > 32`` else 0 (no blur on 28-32 px inputs, SimCLR CIFAR practice).
@@ -211,14 +228,15 @@ def build_view_transforms(
 
     Each group has ``name``, ``n``, ``size`` and optionally ``scale``, ``augment``, ``strength``,
     ``jitter_p``, ``gray_p``, ``blur_p`` (None = the ``build_view_transform`` default) and ``source``
-    (only "real"). Groups keep their order, so consecutive equal sizes form the model's resolution groups.
+    ("real", or "generated": cut from a bank variant, see ``generated.py``). Groups keep their order, so
+    consecutive equal sizes form the model's resolution groups.
 
     Returns:
         ``(transforms, view_kinds, n_global)``: one transform per view (group order, ``n`` each), the
-        group name of each view, and the number of views in the first group.
+        group name of each view, and the number of global views (`count_global_views`).
 
     Raises:
-        ConfigError: no groups, unknown or missing keys, ``n < 1``, a non-"real" source, the first group
+        ConfigError: no groups, unknown or missing keys, ``n < 1``, an unknown source, the first group
             not the largest size, or any ``build_view_transform`` error.
     """
     if not groups:
@@ -236,11 +254,8 @@ def build_view_transforms(
             )
         name, n = str(group["name"]), group["n"]
         source = group.get("source") or "real"
-        if source != "real":
-            raise ConfigError(
-                f"view group {name!r}: source={source!r} is not supported; generated views are not "
-                "available yet (accepted: 'real')"
-            )
+        if source not in ("real", "generated"):
+            raise ConfigError(f"view group {name!r}: unknown source {source!r}; accepted: real, generated")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ConfigError(f"view group {name!r}: n must be an integer >= 1, got {n!r}")
         kwargs = {k: group[k] for k in _TRANSFORM_KEYS if group.get(k) is not None}
@@ -257,7 +272,25 @@ def build_view_transforms(
         sizes.append(int(group["size"]))
     if sizes[0] < max(sizes):
         raise ConfigError(f"the first view group must have the largest size (global views first): {sizes}")
-    return transforms, tuple(kinds), int(groups[0]["n"])
+    return transforms, tuple(kinds), count_global_views(groups)
+
+
+def count_global_views(groups: Sequence[Mapping]) -> int:
+    """The number of global views: the first group's, plus a ``source: generated`` group right after it at the
+    same size (GenView's pair: one real and one generated global view)."""
+    n = int(groups[0]["n"])
+    if (
+        len(groups) > 1
+        and (groups[1].get("source") or "real") == "generated"
+        and groups[1]["size"] == groups[0]["size"]
+    ):
+        n += int(groups[1]["n"])
+    return n
+
+
+def view_sources(groups: Sequence[Mapping]) -> tuple[str, ...]:
+    """Per view, the image it is cut from: "real" or "generated" (the group's ``source``, default real)."""
+    return tuple(str(g.get("source") or "real") for g in groups for _ in range(int(g["n"])))
 
 
 def build_eval_transform(*, size: int, mean: Sequence[float], std: Sequence[float]) -> Callable[[Tensor], Tensor]:
@@ -265,15 +298,19 @@ def build_eval_transform(*, size: int, mean: Sequence[float], std: Sequence[floa
     return build_view_transform(augment="none", size=size, mean=mean, std=std)
 
 
-def collate_views(batch: Sequence[tuple[Sequence[Tensor], int]]) -> tuple[list[Tensor], Tensor]:
-    """Turn ``[(views, index), ...]`` into ``(list of V tensors (B, C, H, W), ids (B,) int64)``.
+def collate_views(batch: Sequence[tuple]) -> tuple[list[Tensor], ...]:
+    """Turn ``[(views, id), ...]`` into ``(list of V tensors (B, C, H, W), ids (B,) int64)``.
+
+    Items ``(views, id, is_generated)`` (a bank in use) give ``(views, ids, is_generated (B,) bool)``.
 
     Shape:
         each ``views`` holds V tensors (C, H_v, W_v); the output holds V tensors (B, C, H_v, W_v).
     """
     n_views = len(batch[0][0])
-    if any(len(views) != n_views for views, _ in batch):
+    if any(len(item[0]) != n_views for item in batch):
         raise ValueError("every sample of a batch must have the same number of views")
-    stacked = [torch.stack([views[v] for views, _ in batch]) for v in range(n_views)]
-    ids = torch.tensor([int(index) for _, index in batch], dtype=torch.int64)
-    return stacked, ids
+    stacked = [torch.stack([item[0][v] for item in batch]) for v in range(n_views)]
+    ids = torch.tensor([int(item[1]) for item in batch], dtype=torch.int64)
+    if len(batch[0]) == 2:
+        return stacked, ids
+    return stacked, ids, torch.tensor([bool(item[2]) for item in batch])

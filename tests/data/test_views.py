@@ -109,7 +109,7 @@ def test_blur_defaults_by_size() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"augment": "byol"}, "simclr, none"),
+        ({"augment": "byol"}, "simclr, simclr_weak, none"),
         ({"scale": (0.0, 1.0)}, "0 < a <= b <= 1"),
         ({"scale": (0.6, 0.2)}, "0 < a <= b <= 1"),
         ({"scale": (0.1, 1.5)}, "0 < a <= b <= 1"),
@@ -125,8 +125,8 @@ def test_view_transform_errors(kwargs: dict, match: str) -> None:
 
 
 def test_group_errors() -> None:
-    with pytest.raises(ConfigError, match="generated views are not available yet"):
-        build_view_transforms([{**GROUPS[0], "source": "generated"}], mean=MEAN, std=STD)
+    with pytest.raises(ConfigError, match="unknown source 'diffusion'; accepted: real, generated"):
+        build_view_transforms([{**GROUPS[0], "source": "diffusion"}], mean=MEAN, std=STD)
     with pytest.raises(ConfigError, match="largest size"):
         build_view_transforms(GROUPS[::-1], mean=MEAN, std=STD)
     with pytest.raises(ConfigError, match="unknown keys"):

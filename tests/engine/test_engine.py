@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from ssl_toolkit import config, engine
 from ssl_toolkit.checkpoint import last_checkpoint
+from tests.data.bank_helpers import write_bank
 from tests.engine.helpers import make_image_folder
 
 TINY = Path(__file__).resolve().parents[2] / "recipes" / "tests" / "tiny.yaml"
@@ -48,16 +49,37 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Variants for 24 of the 32 training images (two each) and 16 unconditional images."""
+    variants = {i: [40 + 3 * i, 140 + 3 * i] for i in range(24)}
+    return write_bank(tmp_path_factory.mktemp("bank"), variants, unconditional=list(range(60, 76)), size=12)
+
+
+GENVIEW = [
+    "views=[{name: global, n: 1, size: 16, scale: [0.3, 1.0]}, "
+    "{name: generated, n: 1, size: 16, scale: [0.3, 1.0], source: generated}]",
+    "data.generated.mode=genview",
+    "data.generated.p_generated=0.75",
+]
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
         ["data.view_backend=per_image"],
         ["data.view_backend=batched"],
         ["model.ema=true", "model.ema_momentum=[0.5,0.9]"],
+        [*GENVIEW, "data.view_backend=batched"],
+        ["data.generated.mode=adainf", "data.generated.dup=1", "train.max_steps=8"],
     ],
-    ids=["per_image", "batched", "ema"],
+    ids=["per_image", "batched", "ema", "genview", "adainf"],
 )
-def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, monkeypatch, overrides) -> None:
+def test_resume_after_kill_gives_identical_losses(
+    tmp_path: Path, data: Path, bank: Path, monkeypatch, overrides
+) -> None:
+    if any(o.startswith("data.generated") for o in overrides):
+        overrides = [*overrides, f"data.generated.bank={bank}"]
     full = engine.train(_cfg(tmp_path, data, "full", *overrides))
     reference = _losses(full)
     assert len(reference) == 8  # 32 images / batch 8 = 4 steps per epoch, 2 epochs
@@ -85,6 +107,14 @@ def test_resume_after_kill_gives_identical_losses(tmp_path: Path, data: Path, mo
     assert weights_a.keys() == weights_b.keys()
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)  # EMA branch included, when present
     assert any(k.startswith("ema_encoder.") for k in weights_a) == ("model.ema=true" in overrides)
+    with (full / "metrics.csv").open() as f:
+        fractions = [float(r["generated_fraction"]) for r in csv.DictReader(f) if r.get("generated_fraction")]
+    if "data.generated.mode=genview" in overrides:  # 24 of 32 images have variants, drawn with p 0.75
+        assert 0.3 < sum(fractions) / len(fractions) < 0.85
+    elif "data.generated.mode=adainf" in overrides:  # 48 variants + 16 unconditional of 96 samples (dup 1)
+        assert 0.45 < sum(fractions) / len(fractions) < 0.85
+    else:
+        assert not fractions
 
 
 def test_nan_loss_stops_before_writing_a_checkpoint(tmp_path: Path, data: Path) -> None:
@@ -149,3 +179,14 @@ def test_objective_histograms_reach_tensorboard(tmp_path: Path, data: Path) -> N
     events.Reload()
     assert "tau" in events.Tags()["histograms"]
     assert {"temperature", "tau_min", "tau_max"} <= set(events.Tags()["scalars"])
+
+
+def test_quality_weights_reach_the_loss(tmp_path: Path, data: Path, vit_weighter_files) -> None:
+    folder, pca = vit_weighter_files
+    weights = [f"quality_weights.model_path={folder}", f"quality_weights.pca_path={pca}", "train.max_steps=3"]
+    run = engine.train(_cfg(tmp_path, data, "weighted", *weights))
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(float(r["quality_weight_max"]) > 1.0 for r in rows)
+    with pytest.raises(config.ConfigError, match="does not take per-sample weights"):
+        _cfg(tmp_path, data, "swav", *weights, "objective={name: swav, n_prototypes: 8, proj_dim: 16}")
