@@ -100,7 +100,7 @@ class QualityWeighter(nn.Module):
     Build it once and keep it beside the SSL model, not inside it. It holds no parameters or persistent
     buffers of its own: the feature model sits in a plain attribute (``encoder``, a ``TokenEncoder``), not in
     ``_modules``, so it never reaches ``state_dict()``, ``parameters()`` or an optimizer, even if the
-    weighter is attached to a training model. ``.to()``/``.cuda()`` still move it (``_apply`` is forwarded).
+    weighter is attached to a training model. ``.to(device)`` still moves it (``_apply`` is forwarded).
     ``train()`` leaves it in eval mode.
 
     Args:
