@@ -284,8 +284,13 @@ def _add_fit_foreground_pca(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", default=None, help="dataset root (image_folder: the folder of images)")
     p.add_argument("--split", default="train")
     p.add_argument("--limit", type=int, default=10_000, help="fit on the first N images (GenView: 10,000)")
-    p.add_argument("--size", type=int, default=None, help="common side to stack images of different sizes "
-                   "(default: the first image's); the model then resizes to its own input size")
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="common side to stack images of different sizes "
+        "(default: the first image's); the model then resizes to its own input size",
+    )
     p.add_argument("--fg-fraction", type=float, default=0.4, help="share of tokens above alpha (GenView: ~0.4)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
