@@ -272,3 +272,15 @@ def test_wrong_projector_size_or_global_count_is_a_clear_error() -> None:
 def test_bad_arguments_are_config_errors(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         build_objective({"name": NAME, **kwargs})
+
+
+def test_realistic_size_matches_lightly() -> None:
+    """The spec's realistic case (B 256, K 3000, 2 + 6 crops) has no stored inputs (only its value, 7.22988,
+    spec §5), so it is checked against lightly's SwaVLoss on seeded inputs of that size."""
+    z = [v.detach() for v in _raw_z(8, 256, 128, seed=3)]
+    objective = build_objective(NAME, n_prototypes=3000, proj_dim=128, temperature=0.1)
+    loss = objective(z, StepContext(n_global=2)).loss
+    scores = [F.normalize(v, dim=1) @ objective.prototypes.weight.detach().T for v in z]
+    ref = SwaVLoss(temperature=0.1)(scores[:2], scores[2:]).squeeze()
+    assert 5.0 < ref.item() < 8.1  # between a confident assignment and the collapsed ln(3000)
+    assert abs(loss.item() - ref.item()) < 1e-5
