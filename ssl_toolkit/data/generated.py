@@ -215,7 +215,12 @@ class InflatedImages(Dataset):
         if self._size is None:
             self._size = tuple(self.real[0][0].shape[-2:])
         file, label = self.bank.samples[j - self.dup * self.n_real]
-        image = self.bank.load(file, size=self._size)
+        try:
+            image = self.bank.load(file, size=self._size)
+        except DataError as err:  # a damaged bank file costs one sample, never the run
+            warnings.warn(f"{err}; using real image {j % self.n_real} instead", stacklevel=2)
+            image, label = self.real[j % self.n_real]
+            return Sample(image, image, False), label
         return Sample(image, image, True), label
 
 

@@ -206,3 +206,18 @@ def test_collate_views_carries_the_flags(tmp_path: Path) -> None:
     dataset = ViewDataset(images, [identity, identity], seed=0, sources=("real", "generated"))
     views, ids, flags = collate_views([dataset[0], dataset[1]])
     assert ids.tolist() == [0, 1] and flags.tolist() == [True, False] and views[1].shape == (2, 3, 8, 8)
+
+
+def test_a_damaged_bank_file_costs_one_sample_not_the_run(tmp_path: Path) -> None:
+    bank_dir = write_bank(tmp_path / "bank", {0: [90]}, unconditional=[50, 60])
+    (bank_dir / "images/unconditional/000000/v0.png").write_bytes(b"not a png")
+    inflated = InflatedImages(real_images(4), ViewBank(bank_dir), dup=1)
+    with pytest.warns(UserWarning, match="cannot read generated image"):
+        sample, label = inflated[4]  # the first bank image (unconditional rows sort first: src_id -1)
+    assert not sample.is_generated and torch.equal(sample.real, inflated[0][0].real) and label == 0
+    assert inflated[5][0].is_generated  # the next bank image still loads
+    (bank_dir / "images/train/000000/v0.png").write_bytes(b"")
+    genview = GenViewImages(real_images(4), ViewBank(bank_dir), p_generated=1.0)
+    with pytest.warns(UserWarning):
+        sample, _ = genview[0]
+    assert not sample.is_generated and torch.equal(sample.generated, sample.real)
