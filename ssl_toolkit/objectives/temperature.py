@@ -7,9 +7,13 @@ Written here because neither lightly nor timm has one: lightly's losses take a f
     temperature: {kind: learnable, init: 0.2, min: 0.05, max: 1.0}
 
 A learnable τ is parametrised by its logarithm (as CLIP's logit scale) so gradient steps are relative, and
-clamped to [min, max]; at a bound the clamp stops its gradient, which keeps it there until the loss pulls it
-back inside. It is a parameter of the objective, so the optimizer trains it, DDP reduces its gradient and
-checkpoints save it.
+kept in [min, max] by projection, as CLIP clamps its logit scale: each forward first clamps the parameter
+itself in place, then uses exp(θ) unclamped. The gradient therefore always flows, and a τ at a bound leaves
+it as soon as the loss prefers a value inside. (Clamping only the output, exp(θ).clamp(min, max), zeroes the
+gradient at a bound while SGD momentum carries θ further out, so τ can never come back: measured on the
+default job, θ ended at 2.8 with the loss preferring τ 0.2 over the bound 1.0.) It is a parameter of the
+objective, so the optimizer trains it, DDP reduces its gradient (the projection is the same on every
+process) and checkpoints save it.
 """
 
 from __future__ import annotations
@@ -60,7 +64,9 @@ class Temperature(nn.Module):
 
     def forward(self, progress: float = 0.0) -> Tensor:
         if self.kind == "learnable":
-            return self.log_tau.float().exp().clamp(self.min, self.max)
+            with torch.no_grad():  # projection onto [log min, log max]; the exp below keeps its gradient
+                self.log_tau.clamp_(math.log(self.min), math.log(self.max))
+            return self.log_tau.float().exp()
         if self.kind == "cosine":
             p = min(max(float(progress), 0.0), 1.0)
             tau = self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * p))  # type: ignore[operator]

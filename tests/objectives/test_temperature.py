@@ -32,7 +32,23 @@ def test_learnable_is_a_clamped_log_parameter_with_the_right_gradient() -> None:
     assert tau.log_tau.grad.item() == pytest.approx(0.2)  # d exp(θ) / dθ = τ
     with torch.no_grad():
         tau.log_tau.fill_(math.log(5.0))
-    assert tau().item() == pytest.approx(1.0)  # clamped to max
+    assert tau().item() == pytest.approx(1.0)  # projected onto max
+    assert tau.log_tau.item() == pytest.approx(0.0)  # the parameter itself, so momentum cannot carry it away
+
+
+def test_a_learnable_tau_at_a_bound_comes_back_when_the_loss_prefers_inside() -> None:
+    """SGD with momentum first pushes τ to its max (the loss prefers a large τ), then the loss changes to
+    prefer τ 0.3: τ must leave the bound (with output clamping alone its gradient is zero there for good)."""
+    tau = build_temperature({"kind": "learnable", "init": 0.5, "min": 0.05, "max": 1.0})
+    optimizer = torch.optim.SGD(tau.parameters(), lr=0.5, momentum=0.9)
+    for target in [5.0] * 30 + [0.3] * 200:
+        optimizer.zero_grad()
+        ((tau() - target) ** 2).backward()
+        optimizer.step()
+        if target == 5.0:
+            at_max = tau().item()
+    assert at_max == pytest.approx(1.0)
+    assert tau().item() == pytest.approx(0.3, abs=0.02)
 
 
 @pytest.mark.parametrize(
