@@ -53,8 +53,8 @@ def plot_bank(bank: str | Path, out: str | Path, *, source: str | None, root: st
                 if i == 0:
                     ax.set_title(row[j][1], fontsize=7)
     first = manifest[0]
-    knob = f"strength {first['strength']}" if first["strength"] is not None else "unconditional"
-    fig.suptitle(f"{bank.name}: {first['generator']}, {first['steps']} steps {first['scheduler']}, {knob}", fontsize=8)
+    knob = f", strength {first['strength']}" if first["strength"] is not None else ""
+    fig.suptitle(f"{bank.name}: {first['generator']}, {first['steps']} steps {first['scheduler']}{knob}", fontsize=8)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
