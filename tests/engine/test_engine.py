@@ -115,6 +115,11 @@ def test_resume_after_kill_gives_identical_losses(
         assert 0.45 < sum(fractions) / len(fractions) < 0.85
     else:
         assert not fractions
+    if any(o.startswith("data.generated") for o in overrides):  # the report draws views with the bank flags
+        from ssl_toolkit.report import write_report
+
+        page = write_report(full, n_queries=2, bank_size=16).read_text()
+        assert (full / "report_views.png").is_file() and "views unavailable" not in page
 
 
 def test_nan_loss_stops_before_writing_a_checkpoint(tmp_path: Path, data: Path) -> None:
