@@ -10,9 +10,9 @@ Everything here is hand-written: GenView's scripts are tied to open_clip, downlo
 layout, and no library offers the fit as a reusable function. Choices, stated where they differ from or pin
 down the reference:
 
-- PCA (in ``foreground_pca``): the covariance is centred, as in GenView's ``extract_features_pca.py``, but projections are taken on
-  the raw tokens (``tokens @ v``), as GenView does when thresholding and in its quality masks. The token mean
-  is stored too.
+- PCA (in ``foreground_pca``): the covariance is centred, as in GenView's ``extract_features_pca.py``, but
+  projections are taken on the raw tokens (``tokens @ v``), as GenView does when thresholding and in its
+  quality masks. The token mean is stored too.
 - Sign: an eigenvector's sign is arbitrary, so it is fixed with the rule ``SIGN_RULE``: tokens in the
   central part of the patch grid project higher on average than tokens on its outer ring (objects tend to be
   central), so that "projection > alpha" means foreground. GenView instead chose "<" or ">" by hand per run.
