@@ -32,6 +32,8 @@ def _root_overrides(recipe: Path, root: Path) -> list[str]:
     overrides = [f"data.root={root}"]
     if (raw.get("eval") or {}).get("root"):
         overrides.append(f"eval.root={root}")
+    if ((raw.get("data") or {}).get("generated") or {}).get("bank"):  # banks are built, not shipped
+        overrides.append(f"data.generated.bank={root}")
     return overrides
 
 
