@@ -1,4 +1,4 @@
-"""Shared test helpers: where the reference values live, and small fixtures."""
+"""Shared test helpers: the reference values (``tests/reference/``, see its README) and small fixtures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = REPO.parent / "shared" / "reference"
+REFERENCE_DIR = REPO / "tests" / "reference"
 
 
 @cache
@@ -18,9 +18,7 @@ def _load(name: str) -> dict:
 
 
 def reference(name: str) -> dict:
-    """Load a JSON file from ``../shared/reference``; skip the test when it is not beside the checkout."""
-    if not (REFERENCE_DIR / name).is_file():
-        pytest.skip(f"reference file {name} not found in {REFERENCE_DIR}")
+    """A JSON file of ``tests/reference/`` (part of the repository: a missing file is an error, not a skip)."""
     return _load(name)
 
 

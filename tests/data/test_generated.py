@@ -6,7 +6,6 @@ generator side is tested in tests/generation/.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -21,10 +20,10 @@ from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages, b
 from ssl_toolkit.data.generated import GenViewImages, InflatedImages, Sample, ViewBank
 from ssl_toolkit.data.views import build_view_transforms, count_global_views, view_sources
 from ssl_toolkit.errors import ConfigError, DataError
+from tests.conftest import reference
 from tests.data.bank_helpers import write_bank
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "views_eval_reference.json"
 
 
 def real_images(n: int, size: int = 8) -> ArrayDataset:
@@ -158,9 +157,8 @@ class _SizedBank:
         return len(self.samples)
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="shared/reference not beside the checkout")
 def test_adainf_mixing_matches_reference() -> None:
-    ref = json.loads(REFERENCE.read_text())["adainf"]
+    ref = reference("views_eval_reference.json")["adainf"]
     real = ArrayDataset(torch.zeros(ref["n_real"], 1, 1, dtype=torch.uint8), mean=MEAN, std=STD)
     for key, case in ref["mixing"].items():
         dup = int(key.removeprefix("dup"))

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from ssl_toolkit.errors import ConfigError
 from ssl_toolkit.eval import knn, knn_accuracy, knn_classify
+from tests.conftest import reference
 
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "views_eval_reference.json"
 BACKENDS = [
     "torch",
     pytest.param("faiss-cpu", marks=pytest.mark.skipif(knn._faiss() is None, reason="no faiss")),
@@ -20,9 +17,7 @@ BACKENDS = [
 
 
 def _reference() -> dict:
-    if not REFERENCE.is_file():
-        pytest.skip(f"reference file not found: {REFERENCE}")
-    return json.loads(REFERENCE.read_text())["knn"]
+    return reference("views_eval_reference.json")["knn"]
 
 
 def brute_force(train, train_labels, test, k: int, temperature: float, num_classes: int) -> torch.Tensor:

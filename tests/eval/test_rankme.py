@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
 from ssl_toolkit.errors import ConfigError
 from ssl_toolkit.eval import rankme
 from ssl_toolkit.eval.rankme import singular_values
-
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "views_eval_reference.json"
+from tests.conftest import reference
 
 
 def _reference() -> dict:
-    if not REFERENCE.is_file():
-        pytest.skip(f"reference file not found: {REFERENCE}")
-    return json.loads(REFERENCE.read_text())["rankme"]
+    return reference("views_eval_reference.json")["rankme"]
 
 
 def _randn(g: torch.Generator, *shape: int) -> torch.Tensor:
