@@ -26,8 +26,8 @@ from ssl_toolkit import builders, config
 def _batch_maker(recipe: str, backend: str, batch_size: int):
     cfg = config.load(recipe, [f"data.view_backend={backend}"])
     data = builders.build_train_data(cfg)
-    dataset, collate = data["dataset"], data["collate_fn"]
-    order = iter(data["sampler"])
+    dataset, collate = data.dataset, data.collate_fn
+    order = iter(data.sampler)
 
     def make() -> None:
         collate([dataset[next(order)] for _ in range(batch_size)])

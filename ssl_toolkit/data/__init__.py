@@ -1,10 +1,15 @@
-"""Data: datasets yielding uint8 (3, H, W) images, view transforms, and reproducible multi-view datasets.
+"""Data: datasets yielding uint8 (3, H, W) images, view groups and their two backends, reproducible loaders.
 
 A leaf package: imports only torch, torchvision, kornia (batched views), numpy, PIL and ``ssl_toolkit.errors``.
+Modules: ``datasets``/``image_folder`` (images), ``view_specs`` (view groups as checked data),
+``views`` (per-image torchvision backend) and ``batched_views`` (kornia backend), ``view_groups`` (groups ->
+transforms), ``view_dataset`` (seeding per sample), ``batch`` (what a loader yields), ``generated`` and
+``manifest`` (banks of generated images).
 """
 
 from __future__ import annotations
 
+from ssl_toolkit.data.batch import Batch
 from ssl_toolkit.data.datasets import (
     DATASETS,
     FASHION_MNIST_CLASSES,
@@ -15,15 +20,9 @@ from ssl_toolkit.data.datasets import (
 )
 from ssl_toolkit.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, IMG_EXTENSIONS, ImageFolder
 from ssl_toolkit.data.view_dataset import EpochSampler, ViewDataset, mix_seeds
-from ssl_toolkit.data.views import (
-    AUGMENT_PRESETS,
-    VIEW_PRESETS,
-    build_eval_transform,
-    build_view_transform,
-    build_view_transforms,
-    collate_views,
-    view_preset,
-)
+from ssl_toolkit.data.view_groups import build_view_transforms
+from ssl_toolkit.data.view_specs import VIEW_PRESETS, parse_view_groups, view_preset
+from ssl_toolkit.data.views import AUGMENT_PRESETS, build_eval_transform, build_view_transform, collate_views
 
 __all__ = [
     "AUGMENT_PRESETS",
@@ -33,6 +32,7 @@ __all__ = [
     "IMAGENET_STD",
     "IMG_EXTENSIONS",
     "ArrayDataset",
+    "Batch",
     "EpochSampler",
     "FashionMNIST",
     "ImageFolder",
@@ -44,6 +44,7 @@ __all__ = [
     "build_view_transforms",
     "collate_views",
     "mix_seeds",
+    "parse_view_groups",
     "read_idx",
     "view_preset",
 ]

@@ -13,7 +13,7 @@ What differs from the per-image pipeline (``views.py``), on purpose or by kornia
   sample alone, so it is still exact on resume and distinct on every process (each batch starts at its
   own position), but a sample's views change when the batch composition does.
 
-The recipe keys, presets, defaults and validation are those of ``views.py`` (`validated_view_args`).
+The recipe keys, presets, defaults and validation are those of ``view_specs.py`` (`validated_view_args`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from ssl_toolkit.data.generated import source_of
+from ssl_toolkit.data.batch import Batch
+from ssl_toolkit.data.generated import sample_extras, source_of
 from ssl_toolkit.data.view_dataset import mix_seeds
-from ssl_toolkit.data.views import ResizeIfNeeded, blur_kernel_size, validated_view_args
+from ssl_toolkit.data.view_specs import blur_kernel_size, validated_view_args
+from ssl_toolkit.data.views import ResizeIfNeeded
 from ssl_toolkit.errors import ConfigError, DataError
 
 
@@ -82,11 +84,11 @@ def build_batch_view_transform(**kwargs: object) -> Callable[[Tensor], Tensor]:
 
 
 class BatchViewCollate:
-    """DataLoader ``collate_fn``: ``[(image, position, id), ...]`` -> ``(list of V view batches, ids)``.
+    """DataLoader ``collate_fn``: ``[(image, position, id), ...]`` -> a `Batch` of V view batches.
 
     ``position`` is the sampler's ``epoch * n + i`` (see `EpochSampler`); without ``id`` in the items, ids
     are ``position % n``. With a bank (items hold a `Sample`), ``sources`` names each view's image and the
-    result gains ``is_generated`` (B,) bool.
+    samples' extras (``is_generated``) become ``Batch.extras``.
     Randomness is seeded from ``(seed, first position)`` inside ``fork_rng``, so the caller's RNG is untouched.
 
     Args:
@@ -111,7 +113,7 @@ class BatchViewCollate:
         self.seed = int(seed)
         self.sources = None if sources is None else tuple(sources)
 
-    def __call__(self, batch: Sequence[tuple]) -> tuple[list[Tensor], ...]:
+    def __call__(self, batch: Sequence[tuple]) -> Batch:
         samples = [item[0] for item in batch]
         real = [source_of(s, "real") for s in samples]
         shapes = {tuple(image.shape) for image in real}
@@ -129,9 +131,8 @@ class BatchViewCollate:
             torch.manual_seed(mix_seeds(self.seed, positions[0]))
             views = [t(images[src]) for t, src in zip(self.transforms, sources)]
         ids = torch.tensor([int(item[2]) if len(item) > 2 else p % self.n for item, p in zip(batch, positions)])
-        if self.sources is None:
-            return views, ids
-        return views, ids, torch.tensor([bool(getattr(s, "is_generated", False)) for s in samples])
+        extras = [sample_extras(s) for s in samples]
+        return Batch(views, ids, {k: torch.tensor([e[k] for e in extras]) for k in extras[0]})
 
 
 class PositionedImages(torch.utils.data.Dataset):

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ssl_toolkit.data.image_folder import ImageFolder, as_triple
+from ssl_toolkit.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, as_triple
 from ssl_toolkit.errors import ConfigError, DataError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -99,8 +99,7 @@ class FashionMNIST(Dataset):
         self.num_classes: int | None = len(self.classes)
         self.native_size = int(images.shape[1])
         self.greyscale = True  # views skip colour-only augmentations
-        self.mean = (0.2860, 0.2860, 0.2860)
-        self.std = (0.3530, 0.3530, 0.3530)
+        self.mean, self.std = NORMALIZATION["fashion_mnist"]
 
     @staticmethod
     def _locate(split: str, root: str | None, download: bool) -> tuple[Path, Path]:
@@ -212,6 +211,11 @@ def _image_folder(*, split: str, root: str | None, download: bool, labelled: boo
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion_mnist": _fashion_mnist,
     "image_folder": _image_folder,
+}
+# Per-channel normalisation each dataset uses, known without reading it (exports from a checkpoint need it).
+NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "fashion_mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
+    "image_folder": (IMAGENET_MEAN, IMAGENET_STD),
 }
 
 

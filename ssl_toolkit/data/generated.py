@@ -52,7 +52,7 @@ class Sample(NamedTuple):
 
 
 def _read_rows(root: Path) -> list[dict]:
-    from ssl_toolkit.generation.manifest import read_manifest
+    from ssl_toolkit.data.manifest import read_manifest
 
     return read_manifest(root)
 
@@ -229,3 +229,8 @@ def source_of(sample: Tensor | Sample, source: str) -> Tensor:
     if isinstance(sample, Sample):
         return sample.real if source == "real" else sample.generated
     return sample
+
+
+def sample_extras(sample: Tensor | Sample) -> dict[str, bool]:
+    """Per-sample signals of a sample for ``Batch.extras``: ``is_generated`` for a `Sample`, none for an image."""
+    return {"is_generated": bool(sample.is_generated)} if isinstance(sample, Sample) else {}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ssl_toolkit.data.generated import source_of
+from ssl_toolkit.data.generated import sample_extras, source_of
 from ssl_toolkit.errors import ConfigError
 
 _MASK64 = (1 << 64) - 1
@@ -73,13 +73,14 @@ class EpochSampler(Sampler[int]):
 
 
 class ViewDataset(Dataset):
-    """Wraps an ``(image, label)`` dataset and yields ``(views, id)``, one view per transform.
+    """Wraps an ``(image, label)`` dataset and yields ``(views, id, extras)``, one view per transform.
 
     With a bank of generated images (``data/generated.py``) the base yields a `Sample` instead of an image;
-    ``sources`` then names, per view, the image it is cut from ("real" or "generated"), and items become
-    ``(views, id, is_generated)``. The base is read inside the per-sample seeded region, so a random draw
-    it makes (a bank variant) is as reproducible as the views. ``id`` is ``base.sample_id(i)`` when the base
-    defines it (AdaInf's replicated real images share one id), else ``i``.
+    ``sources`` then names, per view, the image it is cut from ("real" or "generated"), and ``extras`` holds
+    the sample's per-sample signals (``is_generated``; empty for plain images). The base is read inside the
+    per-sample seeded region, so a random draw it makes (a bank variant) is as reproducible as the views.
+    ``id`` is ``base.sample_id(i)`` when the base defines it (AdaInf's replicated real images share one id),
+    else ``i``.
 
     Args:
         base: dataset yielding ``(image, label)`` or ``(Sample, label)``.
@@ -116,6 +117,4 @@ class ViewDataset(Dataset):
             else:
                 views = [t(source_of(image, src)) for t, src in zip(self.transforms, self.sources)]
         sample_id = self.base.sample_id(i) if hasattr(self.base, "sample_id") else i
-        if self.sources is None:
-            return views, sample_id
-        return views, sample_id, bool(getattr(image, "is_generated", False))
+        return views, sample_id, sample_extras(image)

@@ -41,13 +41,13 @@ def test_views_are_seeded_by_position_not_by_workers() -> None:
     transforms, kinds, n_global = build_view_transforms(GROUPS, mean=MEAN, std=STD, batched=True)
     assert kinds == ("global",) * 2 + ("local",) * 3 and n_global == 2
     runs = [list(_loader(dataset, transforms, epoch=1, workers=w)) for w in (0, 2)]
-    for (views_a, ids_a), (views_b, ids_b) in zip(*runs):
-        assert torch.equal(ids_a, ids_b)
-        assert [v.shape for v in views_a] == [(4, 3, 28, 28)] * 2 + [(4, 3, 12, 12)] * 3
-        assert all(torch.equal(a, b) for a, b in zip(views_a, views_b))
+    for a, b in zip(*runs):
+        assert torch.equal(a.ids, b.ids)
+        assert [v.shape for v in a.views] == [(4, 3, 28, 28)] * 2 + [(4, 3, 12, 12)] * 3
+        assert all(torch.equal(x, y) for x, y in zip(a.views, b.views))
     epoch2 = list(_loader(dataset, transforms, epoch=2, workers=0))
-    assert not torch.equal(runs[0][0][0][0], epoch2[0][0][0])
-    ids = torch.cat([ids for _, ids in runs[0]])
+    assert not torch.equal(runs[0][0].views[0], epoch2[0].views[0])
+    ids = torch.cat([batch.ids for batch in runs[0]])
     assert sorted(ids.tolist()) == list(range(len(dataset)))
 
 
@@ -59,7 +59,7 @@ def test_randomness_is_per_image_and_leaves_the_global_rng_alone() -> None:
     torch.manual_seed(123)
     expected_next = torch.rand(1)
     torch.manual_seed(123)
-    (view,), _ = collate([(image, i) for i, image in enumerate(same)])
+    (view,) = collate([(image, i) for i, image in enumerate(same)]).views
     assert torch.equal(torch.rand(1), expected_next)
     distinct = {tuple(v.flatten().tolist()) for v in view.round(decimals=4)}
     assert len(distinct) == 8  # identical inputs, eight different views

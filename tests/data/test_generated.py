@@ -18,7 +18,8 @@ from torchvision.transforms import v2
 from ssl_toolkit.data import ArrayDataset, EpochSampler, ViewDataset, build_view_transform, collate_views
 from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages, build_batch_view_transform
 from ssl_toolkit.data.generated import GenViewImages, InflatedImages, Sample, ViewBank
-from ssl_toolkit.data.views import build_view_transforms, count_global_views, view_sources
+from ssl_toolkit.data.view_groups import build_view_transforms
+from ssl_toolkit.data.view_specs import count_global_views, view_sources
 from ssl_toolkit.errors import ConfigError, DataError
 from tests.conftest import reference
 from tests.data.bank_helpers import write_bank
@@ -95,7 +96,7 @@ def test_genview_views_come_from_the_right_image(tmp_path: Path) -> None:
     assert images.missing == 2
     groups = [
         {"name": "global", "n": 1, "size": 8, "augment": "none"},
-        {"name": "generated", "n": 1, "size": 8, "augment": "none", "source": "generated"},
+        {"name": "generated", "n": 1, "size": 8, "augment": "none", "source": "generated", "global": True},
         {"name": "local", "n": 1, "size": 4, "augment": "none"},
     ]
     transforms, kinds, n_global = build_view_transforms(groups, mean=MEAN, std=STD)
@@ -104,7 +105,8 @@ def test_genview_views_come_from_the_right_image(tmp_path: Path) -> None:
     seen = set()
     for epoch in range(4):
         for i in range(8):
-            views, sample_id, is_generated = dataset[epoch * 8 + i]
+            views, sample_id, extras = dataset[epoch * 8 + i]
+            is_generated = extras["is_generated"]
             assert sample_id == i and value_of(views[0]) == i and value_of(views[2]) == i
             if i < 6:
                 assert is_generated and value_of(views[1]) in (100 + i, 200 + i)
@@ -121,7 +123,8 @@ def test_genview_batched_matches_the_sources(tmp_path: Path) -> None:
     images = GenViewImages(real_images(8), bank, p_generated=1.0)
     collate = BatchViewCollate([lambda x: x, lambda x: x], n=8, seed=0, sources=("real", "generated"))
     items = [PositionedImages(images, seed=0)[p] for p in range(8, 16)]  # epoch 1
-    (real, generated), ids, flags = collate(items)
+    batch = collate(items)
+    (real, generated), ids, flags = batch.views, batch.ids, batch.extras["is_generated"]
     assert ids.tolist() == list(range(8)) and flags.all()
     assert real[:, 0, 0, 0].tolist() == list(range(8))
     assert generated[:, 0, 0, 0].tolist() == [100 + i for i in range(8)]
@@ -202,7 +205,8 @@ def test_collate_views_carries_the_flags(tmp_path: Path) -> None:
         images = GenViewImages(real_images(2), bank)
     identity = build_view_transform(augment="none", size=8, mean=MEAN, std=STD)
     dataset = ViewDataset(images, [identity, identity], seed=0, sources=("real", "generated"))
-    views, ids, flags = collate_views([dataset[0], dataset[1]])
+    batch = collate_views([dataset[0], dataset[1]])
+    views, ids, flags = batch.views, batch.ids, batch.extras["is_generated"]
     assert ids.tolist() == [0, 1] and flags.tolist() == [True, False] and views[1].shape == (2, 3, 8, 8)
 
 

@@ -22,10 +22,10 @@ def test_presets_give_the_reference_view_shapes(tmp_path: Path, preset: str, key
     data = make_image_folder(tmp_path / "images", per_class=2, size=40)
     cfg = config.load(TINY, [f"data.root={data}", f"views={preset}"])
     train = builders.build_train_data(cfg)
-    views, ids = train["collate_fn"]([train["dataset"][i] for i in range(2)])
-    assert [list(v.shape[1:]) for v in views] == reference("views_eval_reference.json")["multicrop"][key]
-    assert train["n_global"] == 2 and train["view_kinds"] == ("global",) * 2 + ("local",) * 6
-    assert torch.equal(ids, torch.tensor([0, 1]))
+    batch = train.collate_fn([train.dataset[i] for i in range(2)])
+    assert [list(v.shape[1:]) for v in batch.views] == reference("views_eval_reference.json")["multicrop"][key]
+    assert train.n_global == 2 and train.view_kinds == ("global",) * 2 + ("local",) * 6
+    assert torch.equal(batch.ids, torch.tensor([0, 1]))
 
 
 def test_unknown_preset_lists_the_accepted_ones(tmp_path: Path) -> None:

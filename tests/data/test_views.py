@@ -41,7 +41,8 @@ def _flatten(transform: object) -> list[object]:
 def test_groups_expand_to_views_with_shapes() -> None:
     transforms, kinds, n_global = build_view_transforms(GROUPS, mean=MEAN, std=STD)
     assert len(transforms) == 5 and kinds == ("global", "global", "local", "local", "local") and n_global == 2
-    views, index = _views_dataset()[4]
+    views, index, extras = _views_dataset()[4]
+    assert extras == {}
     assert index == 4
     assert [tuple(v.shape) for v in views] == [(3, 28, 28)] * 2 + [(3, 12, 12)] * 3
     assert all(v.dtype == torch.float32 for v in views)
@@ -66,9 +67,9 @@ def test_views_depend_only_on_seed_epoch_index() -> None:
         sampler.set_epoch(1)
         loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=num_workers, collate_fn=collate_views)
         out: dict[int, list[torch.Tensor]] = {}
-        for views, ids in loader:
-            for b, i in enumerate(ids.tolist()):
-                out[i] = [v[b] for v in views]
+        for batch in loader:
+            for b, i in enumerate(batch.ids.tolist()):
+                out[i] = [v[b] for v in batch.views]
         return out
 
     serial, parallel = run(0), run(1)
@@ -140,7 +141,9 @@ def test_eval_transform_and_collate() -> None:
     image = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
     assert torch.allclose(evaluate(image), image.float() / 255)  # no resize at the native size
     assert evaluate(torch.zeros(3, 40, 30, dtype=torch.uint8)).shape == (3, 28, 28)
-    batch = [([torch.full((3, 4, 4), float(k)), torch.zeros(3, 2, 2)], k + 10) for k in range(3)]
-    views, ids = collate_views(batch)
+    items = [([torch.full((3, 4, 4), float(k)), torch.zeros(3, 2, 2)], k + 10, {}) for k in range(3)]
+    batch = collate_views(items)
+    views, ids = batch.views, batch.ids
+    assert batch.extras == {}
     assert [tuple(v.shape) for v in views] == [(3, 3, 4, 4), (3, 3, 2, 2)]
     assert ids.dtype == torch.int64 and ids.tolist() == [10, 11, 12] and views[0][2, 0, 0, 0] == 2.0
