@@ -3,6 +3,8 @@ on, so the library below never sees a recipe."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -12,7 +14,7 @@ from torch.utils.data import Dataset, Subset
 from ssl_toolkit.data import EpochSampler, ViewDataset, build_dataset, build_view_transforms, collate_views
 from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages
 from ssl_toolkit.data.generated import GenViewImages, InflatedImages, ViewBank
-from ssl_toolkit.data.views import view_sources
+from ssl_toolkit.data.view_specs import view_sources
 from ssl_toolkit.model import SSLModel, build_encoder, build_projector
 from ssl_toolkit.objectives import build_objective
 
@@ -34,15 +36,6 @@ def build_base_dataset(data: DictConfig, *, split: str = "train") -> Dataset:
     return build_dataset(name=data.name, split=split, root=data.root, download=data.download, labelled=data.labelled)
 
 
-def _view_groups(cfg: DictConfig) -> list[dict]:
-    """The recipe's view groups; AdaInf with ``weak_augment`` turns ``augment: simclr`` into ``simclr_weak``."""
-    groups = _plain(cfg.views)
-    gen = cfg.data.generated
-    if gen.bank is not None and gen.mode == "adainf" and gen.weak_augment:
-        groups = [{**g, "augment": "simclr_weak"} if g.get("augment", "simclr") == "simclr" else g for g in groups]
-    return groups
-
-
 def _with_bank(base: Dataset, cfg: DictConfig) -> Dataset:
     """The training images: the (subset of the) real images, mixed with the bank of ``data.generated``."""
     gen, seed = cfg.data.generated, cfg.train.seed
@@ -54,20 +47,33 @@ def _with_bank(base: Dataset, cfg: DictConfig) -> Dataset:
     return InflatedImages(seeded_subset(base, cfg.data.subset, seed), bank, dup=gen.dup)
 
 
-def build_train_data(cfg: DictConfig) -> dict[str, Any]:
-    """Training views: dataset, its epoch sampler, the collate function that yields ``(views, ids)`` (plus
-    ``is_generated`` with a bank), and view metadata. ``data.view_backend`` picks per-image views in the
-    dataset or batched views in the collate.
+@dataclass
+class TrainData:
+    """What the engine needs of the training data: a dataset, its sampler and collate, and view metadata."""
+
+    base: Dataset  # the un-augmented images (mean, std, labels)
+    dataset: Dataset  # what the loader reads
+    sampler: EpochSampler
+    collate_fn: Callable
+    view_kinds: tuple[str, ...]
+    n_global: int
+
+    @property
+    def size(self) -> int:
+        """Training samples per epoch (after subset and bank mixing)."""
+        return len(self.sampler)
+
+
+def build_train_data(cfg: DictConfig) -> TrainData:
+    """Training views: dataset, epoch sampler, and the collate function that yields a `Batch`.
+
+    ``data.view_backend`` picks per-image views in the dataset or batched views in the collate.
     """
     base = build_base_dataset(cfg.data)
     batched = cfg.data.view_backend == "batched"
-    groups = _view_groups(cfg)
+    groups = _plain(cfg.views)
     transforms, view_kinds, n_global = build_view_transforms(
-        groups,
-        mean=base.mean,
-        std=base.std,
-        greyscale=getattr(base, "greyscale", False),
-        batched=batched,
+        groups, mean=base.mean, std=base.std, greyscale=getattr(base, "greyscale", False), batched=batched
     )
     images = _with_bank(base, cfg)
     sources = view_sources(groups) if cfg.data.generated.bank is not None else None
@@ -77,18 +83,12 @@ def build_train_data(cfg: DictConfig) -> dict[str, Any]:
         collate = BatchViewCollate(transforms, n=len(images), seed=cfg.train.seed, sources=sources)
     else:
         dataset, collate = ViewDataset(images, transforms, seed=cfg.train.seed, sources=sources), collate_views
-    return {
-        "base": base,
-        "dataset": dataset,
-        "sampler": sampler,
-        "collate_fn": collate,
-        "view_kinds": tuple(view_kinds),
-        "n_global": n_global,
-    }
+    return TrainData(base, dataset, sampler, collate, tuple(view_kinds), n_global)
 
 
-def build_model(cfg: DictConfig) -> SSLModel:
-    """Encoder + projector + objective as one module (randomly initialised from ``train.seed``)."""
+def build_model(cfg: DictConfig, data: TrainData) -> SSLModel:
+    """Encoder + projector + objective as one module (randomly initialised from ``train.seed``), with the
+    EMA branch and per-sample signals the recipe asks for."""
     encoder = build_encoder(
         cfg.model.backbone,
         small_input=cfg.model.small_input,
@@ -105,7 +105,19 @@ def build_model(cfg: DictConfig) -> SSLModel:
         projector=projector,
         objective=build_objective(_plain(cfg.objective)),
         ema_momentum=_plain(cfg.model.ema_momentum) if cfg.model.ema else None,
+        signals=_build_signals(cfg, data),
     )
+
+
+def _build_signals(cfg: DictConfig, data: TrainData) -> dict[str, torch.nn.Module]:
+    """Frozen per-sample signals computed from each batch: GenView's quality weights when a model is given."""
+    qw = cfg.quality_weights
+    if qw.model_path is None:
+        return {}
+    from ssl_toolkit.generation.quality import QualityWeighter, QualityWeightSignal
+
+    weighter = QualityWeighter(qw.model_path, qw.pca_path, arch=qw.arch, gamma=qw.gamma, image_size=qw.image_size)
+    return {"sample_weights": QualityWeightSignal(weighter, mean=data.base.mean, std=data.base.std)}
 
 
 def build_optimizer(model: torch.nn.Module, train: DictConfig) -> torch.optim.Optimizer:
@@ -124,13 +136,3 @@ def build_optimizer(model: torch.nn.Module, train: DictConfig) -> torch.optim.Op
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer
-
-
-def build_quality_weighter(cfg: DictConfig) -> torch.nn.Module | None:
-    """GenView's quality weighter from ``quality_weights`` (None when no model is given)."""
-    qw = cfg.quality_weights
-    if qw.model_path is None:
-        return None
-    from ssl_toolkit.generation.quality import QualityWeighter
-
-    return QualityWeighter(qw.model_path, qw.pca_path, arch=qw.arch, gamma=qw.gamma, image_size=qw.image_size)

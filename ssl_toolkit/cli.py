@@ -97,22 +97,20 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from safetensors.torch import load_file
-
-    from ssl_toolkit import config, engine
-    from ssl_toolkit.builders import build_base_dataset, build_model
+    from ssl_toolkit import config
     from ssl_toolkit.checkpoint import last_checkpoint
+    from ssl_toolkit.data.datasets import NORMALIZATION
     from ssl_toolkit.errors import ConfigError
+    from ssl_toolkit.export import export_checkpoint
+    from ssl_toolkit.run_folder import CHECKPOINTS, RECIPE
 
     run_dir = Path(args.run_dir)
-    ckpt = last_checkpoint(run_dir / "checkpoints")
-    if ckpt is None or not (run_dir / "recipe.yaml").is_file():
-        raise ConfigError(f"{run_dir} has no recipe.yaml or checkpoints/last; is it a run folder?")
-    cfg = config.load(run_dir / "recipe.yaml")
-    model = build_model(cfg)
-    model.load_state_dict(load_file(str(ckpt / "model.safetensors")))
-    out = engine.export_run(cfg, model.encoder, build_base_dataset(cfg.data), run_dir, int(model.train_step))
-    print(out)
+    ckpt = last_checkpoint(run_dir / CHECKPOINTS)
+    if ckpt is None or not (run_dir / RECIPE).is_file():
+        raise ConfigError(f"{run_dir} has no {RECIPE} or {CHECKPOINTS}/last; is it a run folder?")
+    cfg = config.load(run_dir / RECIPE)
+    mean, std = NORMALIZATION[cfg.data.name]
+    print(export_checkpoint(cfg, ckpt, mean=mean, std=std, run_dir=run_dir))
     return 0
 
 
@@ -298,7 +296,7 @@ def _add_fit_foreground_pca(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ssl_toolkit.errors import ConfigError
+    from ssl_toolkit.errors import ConfigError, TrainingStopped
 
     args = build_parser().parse_args(argv)
     try:
@@ -306,11 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"ssl-toolkit: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:
-        if type(err).__name__ == "NonFiniteLossError":
-            print(f"ssl-toolkit: stopped: {err}", file=sys.stderr)
-            return 1
-        raise
+    except TrainingStopped as err:
+        print(f"ssl-toolkit: stopped: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

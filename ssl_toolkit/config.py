@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssl_toolkit.data.views import view_preset
+from ssl_toolkit.data.view_specs import count_global_views, parse_view_groups, view_preset
 from ssl_toolkit.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
@@ -35,7 +35,6 @@ class GeneratedConfig:
     mode: str = "genview"
     p_generated: float = 1.0  # genview: probability that a sample's generated view comes from the bank
     dup: int = 10  # adainf: real replication factor (AdaInf: 10)
-    weak_augment: bool = True  # adainf: views with augment simclr use AdaInf's simclr_weak defaults instead
 
 
 @dataclass
@@ -52,23 +51,6 @@ class DataConfig:
     # call with per-image randomness (much faster on small images; images must share one size)
     view_backend: str = "per_image"
     generated: GeneratedConfig = field(default_factory=GeneratedConfig)
-
-
-@dataclass
-class ViewGroupConfig:
-    """``n`` views drawn with the same augmentation; globals first, then smaller groups."""
-
-    name: str = "global"
-    n: int = 2
-    size: int = 224
-    augment: str = "simclr"  # simclr | simclr_weak | none (data/views.py AUGMENT_PRESETS)
-    # None: the augment preset's default (simclr: (0.08, 1), 1.0, 0.8; simclr_weak: (0.2, 1), 0.5, 0.4)
-    scale: list[float] | None = None
-    strength: float | None = None
-    jitter_p: float | None = None
-    gray_p: float = 0.2
-    blur_p: float | None = None  # None: 0.5 above 32 px, 0 for 28-32 px inputs
-    source: str = "real"
 
 
 @dataclass
@@ -162,7 +144,9 @@ class Recipe:
 
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
-    views: list[ViewGroupConfig] = field(default_factory=lambda: [ViewGroupConfig()])
+    # view groups (data/view_specs.py: keys, presets, defaults); loading fills in every key, so the saved
+    # recipe states each group's augmentation and whether it is global
+    views: list[Any] = field(default_factory=lambda: [{"name": "global", "n": 2, "size": 224}])
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: dict[str, Any] = field(default_factory=lambda: {"name": "simclr"})
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -218,12 +202,12 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             key, sep, value = item.partition("=")
             if not sep or not key:
                 raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
-            if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and "." in key:
+            free_form = key.startswith(("objective.", "views."))  # checked by their own parsers below
+            if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and "." in key and not free_form:
                 parent = key.rsplit(".", 1)[0]
                 node = OmegaConf.select(cfg, parent)
                 accepted = ", ".join(map(str, node.keys())) if isinstance(node, DictConfig) else "none"
-                if not (isinstance(node, DictConfig) and parent == "objective"):
-                    raise ConfigError(f"unknown key {key!r}; accepted under {parent}: {accepted}")
+                raise ConfigError(f"unknown key {key!r}; accepted under {parent}: {accepted}")
             # free-form dicts are replaced, not merged: kwargs of another objective or backbone would not apply
             merge = key not in REPLACED_WHOLE
             parsed = _parse_value(value)
@@ -234,6 +218,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"recipe error: {_describe(err, base)}") from err
     if cfg.train.mixed_precision == "False":  # YAML 1.1 reads a bare `no` as false
         cfg.train.mixed_precision = "no"
+    cfg.views = parse_view_groups(OmegaConf.to_container(cfg.views, resolve=True))
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -265,10 +250,6 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"unknown backbone {cfg.model.backbone!r} (not a timm model name){hint}")
     _choice(cfg.train.optimizer, OPTIMIZERS, "train.optimizer")
     _choice(cfg.train.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
-    if not cfg.views:
-        raise ConfigError("views is empty; give at least one view group, e.g. {name: global, n: 2, size: 32}")
-    if sum(g.n for g in cfg.views) < 2:
-        raise ConfigError("the view groups produce fewer than 2 views; contrastive objectives need >= 2")
     _validate_generated(cfg)
     for key in ("epochs", "batch_size", "grad_accum", "save_every", "log_every"):
         if cfg.train[key] < 1:
@@ -295,8 +276,6 @@ def _validate_quality_weights(cfg: DictConfig, objective: Any) -> None:
     for key in ("model_path", "pca_path"):
         if qw[key] is None or not Path(qw[key]).exists():
             raise ConfigError(f"quality_weights.{key} does not exist: {qw[key]} (local paths only, nothing downloads)")
-    from ssl_toolkit.data.views import count_global_views
-
     if count_global_views(OmegaConf.to_container(cfg.views, resolve=True)) < 2:
         raise ConfigError("quality_weights compare the first two global views; the views give fewer than 2")
 

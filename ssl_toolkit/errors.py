@@ -12,3 +12,11 @@ class ConfigError(ValueError):
 
 class DataError(ConfigError):
     """A dataset that cannot be read: missing path, no readable image, unknown layout."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on purpose before its end (the message says why and what to do); the CLI exits with 1."""
+
+
+class NonFiniteLossError(TrainingStopped):
+    """The loss became NaN or Inf; the run stopped before writing a checkpoint."""

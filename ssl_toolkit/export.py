@@ -4,7 +4,9 @@ The ``pretrained_cfg`` describes *this* run (input size, mean/std, recipe), neve
 defaults, so ``timm.create_model("local-dir:<dir>", pretrained=True, num_classes=0)`` reloads it with the
 right preprocessing. Small-input ResNets are exported under their registered ``<name>_small_input``
 architecture (`ssl_toolkit.small_input`), which timm finds once ssl_toolkit is imported. `load_encoder`
-does the same without timm's hub machinery. Weights are safetensors: nothing is unpickled.
+does the same without timm's hub machinery. Weights are safetensors: nothing is unpickled. `export_run`
+exports the encoder of a training run with that run's recipe; `export_checkpoint` does it from a run folder's
+last checkpoint without building anything but the encoder.
 """
 
 from __future__ import annotations
@@ -116,3 +118,62 @@ def load_encoder(path: str | Path) -> nn.Module:
         )
     encoder.pretrained_cfg = dict(config["pretrained_cfg"])
     return encoder.eval()
+
+
+def export_run(
+    cfg: Any,
+    encoder: nn.Module,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    run_dir: str | Path,
+    step: int,
+    folder: str = "encoder",
+    monitor: Mapping[str, Any] | None = None,
+) -> Path:
+    """Export the encoder of a run (recipe ``cfg``) to ``run_dir/<folder>`` with this run's preprocessing."""
+    from omegaconf import OmegaConf
+
+    size = cfg.eval.size or cfg.views[0].size
+    return export_encoder(
+        encoder,
+        Path(run_dir) / folder,
+        backbone=cfg.model.backbone,
+        backbone_kwargs=OmegaConf.to_container(cfg.model.backbone_kwargs, resolve=True),
+        input_size=(size, size),
+        mean=mean,
+        std=std,
+        recipe_name=cfg.name,
+        recipe_yaml=OmegaConf.to_yaml(cfg, resolve=True),
+        extra={
+            "objective": OmegaConf.to_container(cfg.objective, resolve=True),
+            "train_step": int(step),
+            "dataset": cfg.data.name,
+            "root": cfg.data.root,
+            **({"monitor": dict(monitor)} if monitor is not None else {}),
+        },
+    )
+
+
+def export_checkpoint(
+    cfg: Any, checkpoint: str | Path, *, mean: Sequence[float], std: Sequence[float], run_dir: str | Path
+) -> Path:
+    """Export the encoder weights of a training checkpoint (``model.safetensors`` of `accelerator.save_state`).
+
+    Only the encoder is rebuilt (from ``cfg.model``); the objective, projector and data are not, so exporting a
+    run folder constructs nothing its recipe names besides a timm backbone.
+    """
+    state = load_file(str(Path(checkpoint) / WEIGHTS))
+    prefix = "encoder."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    encoder = build_encoder(
+        cfg.model.backbone, small_input=cfg.model.small_input, backbone_kwargs=dict(cfg.model.backbone_kwargs)
+    )
+    missing, unexpected = encoder.load_state_dict(weights, strict=False)
+    if missing or unexpected or not weights:
+        raise ConfigError(
+            f"checkpoint {checkpoint} does not hold a {cfg.model.backbone} encoder (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); was the recipe changed after training?"
+        )
+    step = int(state["train_step"]) if "train_step" in state else 0
+    return export_run(cfg, encoder, mean=mean, std=std, run_dir=run_dir, step=step)

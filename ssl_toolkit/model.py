@@ -11,6 +11,10 @@ its key encoder before computing keys), with momentum following a cosine from ``
 training (BYOL's schedule; a constant when start == end). It runs on the global views without gradient and
 hands the objective ``ctx.z_ema``. Its weights are parameters without gradient and its last-updated step a
 buffer, so checkpoints carry both and resume is exact; the optimizer and DDP skip it.
+
+Optional ``signals`` are frozen modules the builders attach that compute a per-sample tensor from the views
+(e.g. GenView's quality weights); their outputs join the data source's extras in ``ctx.extras``, so neither
+the engine nor this module knows what they are.
 """
 
 from __future__ import annotations
@@ -70,9 +74,24 @@ def resolution_groups(views: list[Tensor]) -> list[tuple[int, int]]:
 
 
 def ema_momentum(progress: float, start: float, end: float) -> float:
-    """Cosine schedule from ``start`` (progress 0) to ``end`` (progress 1), as BYOL's momentum."""
+    """Cosine schedule from ``start`` (progress 0) to ``end`` (progress 1), as BYOL's momentum.
+
+    Written here rather than lightly's ``cosine_schedule``: that one counts integer steps over
+    ``max_steps - 1``, while objectives see ``ctx.progress`` (a fraction of the run), clamped to [0, 1] here.
+    """
     p = min(max(float(progress), 0.0), 1.0)
     return end - (end - start) * (math.cos(math.pi * p) + 1.0) / 2.0
+
+
+def _extras_logs(extras: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """What to log of each per-sample extra: the share of true flags, or the largest value."""
+    logs = {}
+    for name, values in extras.items():
+        if values.dtype == torch.bool:
+            logs[f"{name}_fraction"] = values.float().mean()
+        else:
+            logs[f"{name}_max"] = values.max()
+    return logs
 
 
 class SSLModel(nn.Module):
@@ -83,6 +102,7 @@ class SSLModel(nn.Module):
         projector: maps (N, F) to (N, D).
         objective: the loss (see `ssl_toolkit.objectives`).
         ema_momentum: ``(start, end)`` momentum of the EMA branch, each in [0, 1]; None: no EMA branch.
+        signals: frozen modules mapping the views to a (B,) tensor each, passed on as ``ctx.extras[name]``.
     """
 
     def __init__(
@@ -92,11 +112,13 @@ class SSLModel(nn.Module):
         projector: nn.Module,
         objective: Objective,
         ema_momentum: Sequence[float] | None = None,
+        signals: Mapping[str, nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.projector = projector
         self.objective = objective
+        self.signals = nn.ModuleDict(dict(signals or {}))
         # Optimizer steps taken; a buffer so that accelerate's checkpoint (safetensors) carries it.
         self.register_buffer("train_step", torch.zeros((), dtype=torch.int64))
         self.ema_momentum: tuple[float, float] | None = None
@@ -137,7 +159,13 @@ class SSLModel(nn.Module):
         return list(h.split(batch)), list(z.split(batch))
 
     def forward(self, views: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
+        if self.signals:
+            with torch.no_grad():
+                signals = {name: module(views) for name, module in self.signals.items()}
+            ctx = dataclasses.replace(ctx, extras={**ctx.extras, **signals})
         if self.ema_momentum is not None:
             ctx = dataclasses.replace(ctx, z_ema=self._ema_targets(views, ctx))
         _, z = self.embed(views)
-        return self.objective(z, ctx)
+        out = self.objective(z, ctx)
+        out.logs.update(_extras_logs(ctx.extras))
+        return out

@@ -9,14 +9,17 @@ queries are the rest. A RankMe below ``collapse_fraction`` of the embedding widt
 The best embedding RankMe so far is a label-free model-selection signal (the RankMe paper's use case): with
 ``export_best`` the encoder of that step is exported to ``run_dir/encoder_best``.
 
-The monitor runs inside a forked CPU RNG and puts the model back in train mode, so it changes nothing the
-training sees; per-step losses are the same with and without it.
+`TrainingMonitor` runs it inside a training run (logging, warnings, best export). The monitor runs inside a
+forked CPU RNG and puts the model back in train mode, so it changes nothing the training sees; per-step
+losses are the same with and without it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,3 +92,63 @@ class Monitor:
         out["best"] = out["rankme"] > self.best_rankme
         self.best_rankme = max(self.best_rankme, out["rankme"])
         return out
+
+
+class TrainingMonitor:
+    """`Monitor` during a run (main process): ``monitor.csv``/TensorBoard rows, collapse warnings, best export.
+
+    Args:
+        dataset: the un-augmented training images (``mean``, ``std``).
+        run_dir: the run folder.
+        step: the step the run starts at (resume keeps the rows before it and the best RankMe so far).
+        size: the clean-image side the encoder is scored at.
+        samples, knn_bank, collapse_fraction: see `Monitor`.
+        export_best: export the encoder of each new best RankMe to ``run_dir/encoder_best``.
+        export: ``export(encoder, step=..., folder=..., monitor=...)`` (the run's `export_run`).
+        seed: subset seed.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        run_dir: Path,
+        *,
+        step: int,
+        size: int,
+        samples: int,
+        knn_bank: int,
+        collapse_fraction: float,
+        export_best: bool,
+        export: Callable[..., Path],
+        seed: int = 0,
+    ) -> None:
+        from ssl_toolkit.data import build_eval_transform
+        from ssl_toolkit.run_log import MetricsLogger
+
+        transform = build_eval_transform(size=size, mean=dataset.mean, std=dataset.std)
+        self.monitor = Monitor(
+            dataset, transform, samples=samples, knn_bank=knn_bank, collapse_fraction=collapse_fraction, seed=seed
+        )
+        self.logger = MetricsLogger(run_dir, enabled=True, resume_step=step, name="monitor")
+        self.export_best, self.export = export_best, export
+        best = run_dir / "encoder_best" / "config.json"
+        if best.exists():  # resumed: keep the best RankMe of the steps before
+            saved = json.loads(best.read_text()).get("ssl_toolkit", {}).get("monitor", {})
+            self.monitor.best_rankme = float(saved.get("rankme", -math.inf))
+
+    def check(self, step: int, encoder: nn.Module, projector: nn.Module, device: torch.device) -> None:
+        """Score the encoder at ``step``; log, warn on collapse, export a new best."""
+        out = self.monitor.score(encoder, projector, device)
+        values = {k: float(v) for k, v in out.items()}
+        self.logger.log(step, values)
+        if out["collapse"]:
+            print(
+                f"warning: step {step}: RankMe {out['rankme']:.1f} is below {self.monitor.collapse_fraction:.0%} of "
+                "the embedding width; the representation may be collapsing (check the learning rate, temperature "
+                "and augmentations)"
+            )
+        if out["best"] and self.export_best:
+            self.export(encoder, step=step, folder="encoder_best", monitor={"step": step, **values})
+
+    def close(self) -> None:
+        self.logger.close()

@@ -84,17 +84,18 @@ def _views(run_dir: Path, cfg, n_samples: int) -> Path:
     from ssl_toolkit.builders import build_train_data
 
     data = build_train_data(cfg)
-    positions = list(iter(data["sampler"]))[:n_samples]
-    views, _, *flags = data["collate_fn"]([data["dataset"][p] for p in positions])  # flags: with a bank
-    mean, std = torch.tensor(data["base"].mean), torch.tensor(data["base"].std)
+    positions = list(iter(data.sampler))[:n_samples]
+    batch = data.collate_fn([data.dataset[p] for p in positions])
+    views, bank_flags = batch.views, batch.extras.get("is_generated")  # flags: with a bank
+    mean, std = torch.tensor(data.base.mean), torch.tensor(data.base.std)
     fig, axes = plt.subplots(n_samples, len(views), figsize=(1.3 * len(views), 1.3 * n_samples), squeeze=False)
-    for v, batch in enumerate(views):
-        axes[0][v].set_title(f"{data['view_kinds'][v]} {batch.shape[-1]}px", fontsize=7)
+    for v, view in enumerate(views):
+        axes[0][v].set_title(f"{data.view_kinds[v]} {view.shape[-1]}px", fontsize=7)
         for i in range(n_samples):
-            axes[i][v].imshow(_to_image(batch[i].float(), mean, std).numpy())
+            axes[i][v].imshow(_to_image(view[i].float(), mean, std).numpy())
             axes[i][v].set_axis_off()
-            if v == 0 and flags:  # which samples carry a bank image (GenView: their generated view; AdaInf: all)
-                axes[i][v].text(-0.1, 0.5, "bank" if bool(flags[0][i]) else "real", fontsize=7, rotation=90,
+            if v == 0 and bank_flags is not None:  # which samples carry a bank image (GenView: the generated view)
+                axes[i][v].text(-0.1, 0.5, "bank" if bool(bank_flags[i]) else "real", fontsize=7, rotation=90,
                                 ha="right", va="center", transform=axes[i][v].transAxes)  # fmt: skip
     return _save(fig, run_dir / "report_views.png")
 

@@ -1,4 +1,4 @@
-"""Per-step metrics to ``metrics.csv`` and TensorBoard, written by the main process only.
+"""Per-step metrics to ``metrics.csv`` and TensorBoard, and the progress bar; main process only.
 
 On resume the CSV keeps the rows up to the resumed step, so the file always reads as one run.
 """
@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import csv
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
 class MetricsLogger:
@@ -68,3 +70,59 @@ class MetricsLogger:
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+
+
+class ProgressLog:
+    """The progress bar (main process) and a metrics row every ``log_every`` steps, with images/s.
+
+    Args:
+        run_dir: the run folder (``metrics.csv``, ``tensorboard/``).
+        total_steps, step: the run's length and where it starts (resume).
+        images_per_step: images in one optimizer step over all processes.
+        log_every: steps between rows (and the last step).
+        main: whether this is the main process (only it writes and shows the bar).
+        bar: show the bar at all.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        total_steps: int,
+        step: int,
+        images_per_step: int,
+        log_every: int,
+        main: bool,
+        bar: bool = True,
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.logger = MetricsLogger(run_dir, enabled=main, resume_step=step)
+        self.bar = tqdm(
+            total=total_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
+            disable=not (bar and main),
+        )  # fmt: skip
+        self.total_steps, self.log_every, self.images_per_step = total_steps, log_every, images_per_step
+        self.t_last, self.step_last = time.perf_counter(), step
+
+    def due(self, step: int) -> bool:
+        """Whether ``update`` writes a row at ``step`` (so the caller gathers its values only then)."""
+        return step % self.log_every == 0 or step == self.total_steps
+
+    def update(self, step: int, row: Mapping[str, float], histograms: Mapping[str, Any] | None = None) -> None:
+        """Advance the bar; at due steps write ``row`` (plus images/s) and any histograms."""
+        self.bar.update(1)
+        if not self.due(step):
+            return
+        now = time.perf_counter()
+        speed = (step - self.step_last) * self.images_per_step / max(now - self.t_last, 1e-9)
+        self.t_last, self.step_last = now, step
+        head = {k: row[k] for k in ("epoch", "loss", "lr") if k in row}
+        self.logger.log(step, {**head, "images_per_s": speed, **row})  # the columns' order of earlier versions
+        for name, values in (histograms or {}).items():
+            self.logger.histogram(step, name, values)
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{speed:.0f}", lr=f"{row['lr']:.3g}")
+
+    def close(self) -> None:
+        self.bar.close()
+        self.logger.close()

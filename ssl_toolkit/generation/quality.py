@@ -171,3 +171,25 @@ class QualityWeighter(nn.Module):
         tok_a, tok_b = tokens.chunk(2)
         _check_tokens(tok_a, self.vector)
         return quality_weights(tok_a, tok_b, self.vector.to(tokens.device), gamma=self.gamma)
+
+
+class QualityWeightSignal(nn.Module):
+    """`QualityWeighter` as a per-sample signal of a batch: views -> (B,) weights of its first two views.
+
+    `SSLModel` runs its ``signals`` on every batch and hands the results to the objective under
+    ``ctx.extras[name]``; this one answers ``sample_weights``. The weighter keeps its feature model out of
+    ``state_dict`` (see `QualityWeighter`), so checkpoints do not grow.
+
+    Args:
+        weighter: the GenView quality weighter.
+        mean, std: the normalisation of the views (to recover pixels).
+    """
+
+    def __init__(self, weighter: QualityWeighter, *, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.weighter = weighter
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+    @torch.no_grad()
+    def forward(self, views: list[Tensor]) -> Tensor:
+        return self.weighter(views[0], views[1], mean=self.mean, std=self.std)

@@ -5,7 +5,7 @@ The engine calls ``objective(z, ctx)`` and knows nothing else about the method; 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -26,12 +26,12 @@ class StepContext:
         view_kinds: one tag per view, e.g. ``("crop", "crop", "local", ...)``.
         z_ema: projector outputs of the model's EMA (momentum) branch for the global views, without
             gradient, one (B, D) tensor per global view; empty when the model has no EMA branch.
-        generated: (B,) bool when a bank of generated images is mixed in (``data.generated``): GenView,
-            the sample's ``source: generated`` view was cut from a bank variant; AdaInf, the sample is a
-            bank image. None without a bank.
-        sample_weights: (B,) per-sample loss weights, mean 1, without gradient (GenView's quality weights,
-            ``quality_weights`` in the recipe); objectives with ``accepts_sample_weights`` scale each sample's terms.
-            None: unweighted.
+        extras: named (B,) per-sample tensors from the data source and the model's signals, passed through
+            untouched by the engine. Known names: ``is_generated`` (bool; a bank of generated images is mixed
+            in: GenView, the sample's ``source: generated`` view was cut from a bank variant; AdaInf, the sample
+            is a bank image) and ``sample_weights`` (float, mean 1, no gradient: GenView's quality weights,
+            ``quality_weights`` in the recipe; objectives with ``accepts_sample_weights`` scale each sample's
+            terms).
     """
 
     step: int = 0
@@ -40,8 +40,12 @@ class StepContext:
     ids: Tensor | None = None
     view_kinds: tuple[str, ...] = ()
     z_ema: tuple[Tensor, ...] = ()
-    generated: Tensor | None = None
-    sample_weights: Tensor | None = None
+    extras: Mapping[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def sample_weights(self) -> Tensor | None:
+        """``extras["sample_weights"]``, or None when the batch is unweighted."""
+        return self.extras.get("sample_weights")
 
 
 @dataclass

@@ -58,7 +58,7 @@ def bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 GENVIEW = [
     "views=[{name: global, n: 1, size: 16, scale: [0.3, 1.0]}, "
-    "{name: generated, n: 1, size: 16, scale: [0.3, 1.0], source: generated}]",
+    "{name: generated, n: 1, size: 16, scale: [0.3, 1.0], source: generated, global: true}]",
     "data.generated.mode=genview",
     "data.generated.p_generated=0.75",
 ]
@@ -108,7 +108,7 @@ def test_resume_after_kill_gives_identical_losses(
     assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)  # EMA branch included, when present
     assert any(k.startswith("ema_encoder.") for k in weights_a) == ("model.ema=true" in overrides)
     with (full / "metrics.csv").open() as f:
-        fractions = [float(r["generated_fraction"]) for r in csv.DictReader(f) if r.get("generated_fraction")]
+        fractions = [float(r["is_generated_fraction"]) for r in csv.DictReader(f) if r.get("is_generated_fraction")]
     if "data.generated.mode=genview" in overrides:  # 24 of 32 images have variants, drawn with p 0.75
         assert 0.3 < sum(fractions) / len(fractions) < 0.85
     elif "data.generated.mode=adainf" in overrides:  # 48 variants + 16 unconditional of 96 samples (dup 1)
@@ -192,6 +192,6 @@ def test_quality_weights_reach_the_loss(tmp_path: Path, data: Path, vit_weighter
     run = engine.train(_cfg(tmp_path, data, "weighted", *weights))
     with (run / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 3 and all(float(r["quality_weight_max"]) > 1.0 for r in rows)
+    assert len(rows) == 3 and all(float(r["sample_weights_max"]) > 1.0 for r in rows)
     with pytest.raises(config.ConfigError, match="does not take per-sample weights"):
         _cfg(tmp_path, data, "swav", *weights, "objective={name: swav, n_prototypes: 8, proj_dim: 16}")

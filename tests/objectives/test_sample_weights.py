@@ -43,7 +43,7 @@ def test_weighted_loss_is_the_weighted_mean_of_anchor_terms(name, per_anchor) ->
     z, w = _inputs()
     objective = build_objective({"name": name, "temperature": TAU, "gather_distributed": False}).double()
     leaf = [v.clone().requires_grad_(True) for v in z]
-    loss = objective(leaf, StepContext(n_global=2, sample_weights=w)).loss
+    loss = objective(leaf, StepContext(n_global=2, extras={"sample_weights": w})).loss
     expected = (per_anchor(z) * w.repeat(2)).mean()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-6)
     loss.backward()
@@ -51,7 +51,7 @@ def test_weighted_loss_is_the_weighted_mean_of_anchor_terms(name, per_anchor) ->
     (per_anchor(ref) * w.repeat(2)).mean().backward()
     for a, b in zip(leaf, ref):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-7)
-    ones = objective(z, StepContext(n_global=2, sample_weights=torch.ones(6, dtype=torch.float64))).loss
+    ones = objective(z, StepContext(n_global=2, extras={"sample_weights": torch.ones(6, dtype=torch.float64)})).loss
     plain = objective(z, StepContext(n_global=2)).loss  # the lightly path
     torch.testing.assert_close(ones.double(), plain.double(), rtol=1e-6, atol=1e-6)
 
