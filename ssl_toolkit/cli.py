@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingStopped as err:
         print(f"ssl-toolkit: stopped: {err}", file=sys.stderr)
-        return 1
+        return getattr(err, "exit_code", 1)
 
 
 if __name__ == "__main__":

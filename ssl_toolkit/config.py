@@ -1,28 +1,26 @@
-"""Recipe schema (OmegaConf structured dataclasses), loading with overrides, validation and saving.
+"""Recipe schema (OmegaConf structured dataclasses), loading with overrides, and saving.
 
 Order of precedence: dataclass defaults < YAML recipe < ``key=value`` overrides. Every problem a user can
-make in a recipe (unknown key, wrong type, unknown objective/backbone/dataset name, missing data path) is
-raised here as one `ConfigError` line, before any model or data is built.
+make in a recipe (YAML syntax, unknown key, wrong type, bad value, unknown name, missing path) is raised as one
+`ConfigError` line before any model or data is built: the schema catches keys and types, `parse_view_groups`
+the views, ``validation.py`` the values. This module imports no torch: loading a recipe is instant.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ssl_toolkit.data.view_specs import count_global_views, parse_view_groups, view_preset
-from ssl_toolkit.errors import ConfigError
+from ssl_toolkit.data.view_specs import parse_view_groups, view_preset
+from ssl_toolkit.errors import ConfigError, did_you_mean
 
-OPTIMIZERS = ("sgd", "lars", "adamw")
-MIXED_PRECISION = ("no", "fp16", "bf16")
-DATASET_NAMES = ("fashion_mnist", "image_folder")
-VIEW_BACKENDS = ("per_image", "batched")
-GENERATED_MODES = ("genview", "adainf")
-REPLACED_WHOLE = ("objective", "model.backbone_kwargs")
+REPLACED_WHOLE = ("objective", "model.backbone_kwargs")  # free-form dicts: an override replaces them
 
 
 @dataclass
@@ -42,11 +40,11 @@ class DataConfig:
     """Where the training images come from."""
 
     name: str = "fashion_mnist"  # fashion_mnist | image_folder
-    root: str | None = None  # Fashion-MNIST: optional root; image_folder: required
+    root: str | None = None  # image_folder: required; Fashion-MNIST: a folder holding its IDX files (optional)
     download: bool = False  # Fashion-MNIST only, and only when asked
     labelled: bool | None = None  # image_folder: None = infer from sub-folders
     subset: int | None = None  # train on a seeded random subset of this many images
-    num_workers: int = 1
+    num_workers: int = 1  # DataLoader workers (views are made there, or in the collate for batched views)
     # per_image: torchvision, one image at a time in the loader workers; batched: kornia, a whole batch per
     # call with per-image randomness (much faster on small images; images must share one size)
     view_backend: str = "per_image"
@@ -86,6 +84,7 @@ class TrainConfig:
     grad_accum: int = 1
     seed: int = 0
     save_every: int = 500  # optimizer steps between checkpoints (and one at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept (only finite ones are written)
     log_every: int = 10
     output_dir: str = "runs"
     run_name: str | None = None  # default: recipe name
@@ -160,150 +159,115 @@ def _describe(err: OmegaConfBaseException, cfg: DictConfig) -> str:
     text = (str(err).strip().splitlines() or [type(err).__name__])[0]
     key = getattr(err, "full_key", None)
     if "not in" in text and key:
-        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent) if parent else cfg
         if isinstance(node, DictConfig):
-            return f"unknown key {key!r}; accepted under {parent or 'the top level'}: {', '.join(node.keys())}"
+            keys = [str(k) for k in node.keys()]
+            return (
+                f"unknown key {key!r}{did_you_mean(leaf, keys)}; accepted under {parent or 'the top level'}: "
+                f"{', '.join(keys)}"
+            )
     return f"{key}: {text}" if key and key not in text else text
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with numbers in scientific notation without a dot (``1e-3``) read as floats, as OmegaConf does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 _YAML11_WORDS = {"yes", "no", "on", "off", "y", "n"}
 
 
-def _parse_value(value: str) -> Any:
+def _parse_value(item: str, value: str) -> Any:
     """An override's value as YAML, except that yes/no/on/off stay strings (bool fields still accept them)."""
-    import yaml
-
     if not value:
         return None
     if value.lower() in _YAML11_WORDS:
         return value
-    return yaml.safe_load(value)
+    try:
+        return yaml.load(value, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(
+            f"override {item!r}: the value is not valid YAML ({problem}); if the shell split it, quote the whole "
+            "override, e.g. 'views=[{name: global, n: 2, size: 32}]'"
+        ) from None
 
 
-def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> DictConfig:
-    """Load a recipe: defaults, then the YAML file, then ``key=value`` overrides; validate it.
+def _read_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"recipe file not found: {path}")
+    try:
+        raw = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if not isinstance(raw, DictConfig) or len(raw) == 0:
+        raise ConfigError(
+            f"recipe file {path} is empty or not a mapping; start from a shipped recipe "
+            "(recipes/pretrain/simclr_fashion_mnist.yaml)"
+        )
+    if isinstance(raw.get("views"), str):
+        raw.views = view_preset(raw.views)
+    return raw
+
+
+def _apply_override(cfg: DictConfig, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key or key.startswith((".", "-")):
+        hint = " (the shell split a value with spaces: quote the whole override)" if not sep else ""
+        raise ConfigError(f"override {item!r} is not of the form key=value, e.g. train.epochs=10{hint}")
+    free_form = key.startswith(("objective.", "views."))  # checked by their own parsers
+    if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and "." in key and not free_form:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(cfg, parent)
+        keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+        raise ConfigError(
+            f"unknown key {key!r}{did_you_mean(leaf, keys)}; accepted under {parent}: {', '.join(keys) or 'none'}"
+        )
+    parsed = _parse_value(item, value)
+    if key == "views" and isinstance(parsed, str):
+        parsed = view_preset(parsed)
+    OmegaConf.update(cfg, key, parsed, merge=key not in REPLACED_WHOLE, force_add=False)
+
+
+def load(
+    path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), *, allow_import: bool = True
+) -> DictConfig:
+    """Load a recipe: defaults, then the YAML file, then ``key=value`` overrides; check it; return it read-only.
+
+    Args:
+        path: the YAML recipe (None: defaults only).
+        overrides: ``key=value`` strings, values in YAML (``train.lr=1e-3``, ``views=[{...}]``).
+        allow_import: whether ``objective.name`` may be a ``module:Class`` to import. True for a recipe the user
+            passes to ``train``; False for a recipe read from a run folder, which must never run code.
 
     Raises:
-        ConfigError: one line naming the problem and the accepted values.
+        ConfigError: one line naming the problem and the fix.
     """
+    from ssl_toolkit.validation import validate
+
     base = OmegaConf.structured(Recipe)
     cfg = base
     try:
         if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"recipe file not found: {path}")
-            raw = OmegaConf.load(path)
-            if isinstance(raw, DictConfig) and isinstance(raw.get("views"), str):
-                raw.views = view_preset(raw.views)
-            cfg = OmegaConf.merge(cfg, raw)
+            cfg = OmegaConf.merge(cfg, _read_yaml(Path(path)))
         for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise ConfigError(f"override {item!r} is not of the form key=value (e.g. train.epochs=10)")
-            free_form = key.startswith(("objective.", "views."))  # checked by their own parsers below
-            if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and "." in key and not free_form:
-                parent = key.rsplit(".", 1)[0]
-                node = OmegaConf.select(cfg, parent)
-                accepted = ", ".join(map(str, node.keys())) if isinstance(node, DictConfig) else "none"
-                raise ConfigError(f"unknown key {key!r}; accepted under {parent}: {accepted}")
-            # free-form dicts are replaced, not merged: kwargs of another objective or backbone would not apply
-            merge = key not in REPLACED_WHOLE
-            parsed = _parse_value(value)
-            if key == "views" and isinstance(parsed, str):
-                parsed = view_preset(parsed)
-            OmegaConf.update(cfg, key, parsed, merge=merge, force_add=False)
+            _apply_override(cfg, item)
     except OmegaConfBaseException as err:
-        raise ConfigError(f"recipe error: {_describe(err, base)}") from err
+        raise ConfigError(f"recipe error: {_describe(err, base)}") from None
     if cfg.train.mixed_precision == "False":  # YAML 1.1 reads a bare `no` as false
         cfg.train.mixed_precision = "no"
     cfg.views = parse_view_groups(OmegaConf.to_container(cfg.views, resolve=True))
-    validate(cfg)
+    validate(cfg, allow_import=allow_import)
     OmegaConf.set_readonly(cfg, True)
     return cfg
-
-
-def _choice(value: str, accepted: tuple[str, ...], what: str) -> None:
-    if value not in accepted:
-        raise ConfigError(f"unknown {what} {value!r}; accepted: {', '.join(accepted)}")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check names, kwargs and paths that the schema alone cannot; raise `ConfigError` on the first problem."""
-    import timm
-
-    from ssl_toolkit.objectives import build_objective
-
-    _choice(cfg.data.name, DATASET_NAMES, "data.name")
-    _choice(cfg.data.view_backend, VIEW_BACKENDS, "data.view_backend")
-    if cfg.data.name == "image_folder" and not cfg.data.root:
-        raise ConfigError("data.name=image_folder needs data.root=/path/to/images")
-    for key, root in (("data.root", cfg.data.root), ("eval.root", cfg.eval.root)):
-        if root and not Path(root).exists():
-            raise ConfigError(f"{key} does not exist: {root}")
-    if cfg.eval.dataset is not None:
-        _choice(cfg.eval.dataset, DATASET_NAMES, "eval.dataset")
-    if not timm.is_model(cfg.model.backbone):
-        close = timm.list_models(f"*{cfg.model.backbone.split('_')[0]}*")[:8]
-        hint = f"; similar: {', '.join(close)}" if close else ""
-        raise ConfigError(f"unknown backbone {cfg.model.backbone!r} (not a timm model name){hint}")
-    _choice(cfg.train.optimizer, OPTIMIZERS, "train.optimizer")
-    _choice(cfg.train.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
-    _validate_generated(cfg)
-    for key in ("epochs", "batch_size", "grad_accum", "save_every", "log_every"):
-        if cfg.train[key] < 1:
-            raise ConfigError(f"train.{key} must be >= 1, got {cfg.train[key]}")
-    mc = cfg.monitor
-    if mc.every < 0 or (mc.every and not 1 <= mc.knn_bank < mc.samples):
-        raise ConfigError(
-            f"monitor: needs every >= 0 (0 = off) and 1 <= knn_bank < samples, got every={mc.every}, "
-            f"samples={mc.samples}, knn_bank={mc.knn_bank}"
-        )
-    objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True))  # checks name and kwargs
-    _validate_quality_weights(cfg, objective)
-
-
-def _validate_quality_weights(cfg: DictConfig, objective: Any) -> None:
-    qw = cfg.quality_weights
-    if qw.model_path is None:
-        return
-    if not objective.accepts_sample_weights:
-        raise ConfigError(
-            f"quality_weights: objective {cfg.objective.name!r} does not take per-sample weights; use simclr, dcl "
-            "or dclw, or unset quality_weights.model_path"
-        )
-    for key in ("model_path", "pca_path"):
-        if qw[key] is None or not Path(qw[key]).exists():
-            raise ConfigError(f"quality_weights.{key} does not exist: {qw[key]} (local paths only, nothing downloads)")
-    if count_global_views(OmegaConf.to_container(cfg.views, resolve=True)) < 2:
-        raise ConfigError("quality_weights compare the first two global views; the views give fewer than 2")
-
-
-def _validate_generated(cfg: DictConfig) -> None:
-    gen = cfg.data.generated
-    _choice(gen.mode, GENERATED_MODES, "data.generated.mode")
-    generated_groups = [g.name for g in cfg.views if g.source == "generated"]
-    if gen.bank is None:
-        if generated_groups:
-            raise ConfigError(
-                f"view group(s) {generated_groups} have source: generated but data.generated.bank is not set; "
-                "point it at a folder built by `ssl-toolkit generate-views`"
-            )
-        return
-    if not Path(gen.bank).is_dir():
-        raise ConfigError(f"data.generated.bank does not exist: {gen.bank}; build it with `ssl-toolkit generate-views`")
-    if gen.mode == "genview" and not generated_groups:
-        raise ConfigError(
-            "data.generated.mode=genview needs a view group with source: generated (e.g. the second global "
-            "view: {name: generated, n: 1, size: <global size>, source: generated})"
-        )
-    if gen.mode == "adainf" and generated_groups:
-        raise ConfigError(
-            f"data.generated.mode=adainf mixes whole samples; view group(s) {generated_groups} must use source: real"
-        )
-    if not 0.0 <= gen.p_generated <= 1.0 or gen.dup < 1:
-        raise ConfigError(f"data.generated needs p_generated in [0, 1] and dup >= 1, got {gen.p_generated}, {gen.dup}")
 
 
 def save_resolved(cfg: DictConfig, path: str | Path) -> None:

@@ -19,13 +19,13 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from ssl_toolkit.builders import TrainData, build_model, build_optimizer, build_train_data
-from ssl_toolkit.checkpoint import clean_stale, last_checkpoint, save_checkpoint
-from ssl_toolkit.config import save_resolved
+from ssl_toolkit.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
 from ssl_toolkit.data import Batch
-from ssl_toolkit.errors import NonFiniteLossError
+from ssl_toolkit.errors import ConfigError, NonFiniteLossError
 from ssl_toolkit.export import export_run
+from ssl_toolkit.interrupts import Interrupted, StopRequests, ignore_in_worker
 from ssl_toolkit.objectives import StepContext
-from ssl_toolkit.run_folder import CHECKPOINTS, RECIPE, run_dir_of
+from ssl_toolkit.run_folder import OpenRun, open_for_training, run_dir_of
 from ssl_toolkit.run_log import ProgressLog
 from ssl_toolkit.schedule import lr_factor
 
@@ -52,6 +52,7 @@ def _build_loader(data: TrainData, cfg: DictConfig) -> DataLoader:
         persistent_workers=workers > 0,
         collate_fn=data.collate_fn,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=ignore_in_worker,  # signals are the main process's (interrupts.py)
     )
 
 
@@ -65,9 +66,12 @@ class _Run:
     optimizer: torch.optim.Optimizer
     loader: DataLoader
     data: TrainData
-    run_dir: Path
-    ckpt_dir: Path
+    folder: OpenRun
     total_steps: int = 0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.folder.run_dir
 
     @property
     def core(self) -> torch.nn.Module:
@@ -75,32 +79,23 @@ class _Run:
         return self.accelerator.unwrap_model(self.model)
 
 
-def _prepare(cfg: DictConfig) -> _Run:
-    """Accelerator, seed, run folder, data, model and optimizer; resume from ``checkpoints/last``."""
+def _prepare(cfg: DictConfig, folder: OpenRun, accelerator: Accelerator) -> _Run:
+    """Seed, data, model and optimizer, prepared by accelerate; resume from the folder's last checkpoint."""
     tc = cfg.train
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.cpu)
-    _check_world_size(accelerator)
     set_seed(tc.seed)
-    run_dir = run_dir_of(cfg)
-    ckpt_dir = run_dir / CHECKPOINTS
-    if accelerator.is_main_process:
-        save_resolved(cfg, run_dir / RECIPE)
-        clean_stale(ckpt_dir)
-    accelerator.wait_for_everyone()
     data = build_train_data(cfg)
+    if data.size < tc.batch_size * tc.grad_accum * accelerator.num_processes:
+        raise ConfigError(
+            f"{data.size} training images make no full batch of train.batch_size={tc.batch_size} x grad_accum="
+            f"{tc.grad_accum} x {accelerator.num_processes} process(es); lower train.batch_size or use more images"
+        )
     model = build_model(cfg, data)
     optimizer = build_optimizer(model, tc)
     model, optimizer, loader = accelerator.prepare(model, optimizer, _build_loader(data, cfg))
-    run = _Run(cfg, accelerator, model, optimizer, loader, data, run_dir, ckpt_dir)
-    resume_from = last_checkpoint(ckpt_dir) if tc.resume else None
-    if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        accelerator.print(f"resumed from {resume_from} at step {run.core.train_step.item()}")
-    if len(loader) < tc.grad_accum:
-        raise RuntimeError(
-            f"only {len(loader)} batch(es) per epoch per process: lower train.batch_size ({tc.batch_size}) "
-            "or use more images"
-        )
+    run = _Run(cfg, accelerator, model, optimizer, loader, data, folder)
+    if folder.resume_from is not None:
+        load_checkpoint(accelerator, folder.resume_from)
+        accelerator.print(f"resumed from {folder.resume_from} at step {run.core.train_step.item()}")
     steps = tc.epochs * (len(loader) // tc.grad_accum)
     run.total_steps = steps if tc.max_steps is None else min(tc.max_steps, steps)
     return run
@@ -127,11 +122,12 @@ def _forward_backward(run: _Run, batch: Batch, step: int, epoch: int) -> tuple[t
         )
         out = run.model(batch.views, ctx)
         loss_mean = acc.reduce(out.loss.detach(), reduction="mean")  # also keeps every process's guard in step
-        if not torch.isfinite(loss_mean):
+        if not torch.isfinite(loss_mean):  # step + 1: the step's number in metrics.csv
             raise NonFiniteLossError(
-                f"loss is {loss_mean.item()} at step {step} (epoch {epoch}); stopped without writing a "
-                f"checkpoint, the last good one is {last_checkpoint(run.ckpt_dir) or 'none'}. Lower "
-                "train.lr, raise the temperature or use train.mixed_precision=no"
+                f"loss is {loss_mean.item()} at step {step + 1} (epoch {epoch}); stopped without writing a "
+                f"checkpoint, the last good one is {last_checkpoint(run.folder.ckpt_dir) or 'none'}. Rerun the "
+                "same command with a lower train.lr (it resumes from there; train.keep_checkpoints older ones are "
+                "kept), a higher temperature or train.mixed_precision=no"
             )
         acc.backward(out.loss)
         if acc.sync_gradients:
@@ -165,55 +161,89 @@ def _progress(run: _Run, step: int) -> ProgressLog:
 
 def _monitor(run: _Run, step: int):
     """The label-free monitor of ``monitor.every`` (main process only), or None."""
-    cfg = run.cfg
-    if not (cfg.monitor.every and run.accelerator.is_main_process):
+    if not (run.cfg.monitor.every and run.accelerator.is_main_process):
         return None
     from ssl_toolkit.monitor import TrainingMonitor
 
-    mc, base = cfg.monitor, run.data.base
-    export = partial(export_run, cfg, mean=base.mean, std=base.std, run_dir=run.run_dir)
-    return TrainingMonitor(
-        base, run.run_dir, step=step, size=cfg.eval.size or cfg.views[0].size, samples=mc.samples,
-        knn_bank=mc.knn_bank, collapse_fraction=mc.collapse_fraction, export_best=mc.export_best, export=export,
-        seed=cfg.train.seed,
-    )  # fmt: skip
+    base = run.data.base
+    export = partial(export_run, run.cfg, mean=base.mean, std=base.std, run_dir=run.run_dir)
+    return TrainingMonitor.from_recipe(run.cfg, base, run.run_dir, step=step, export=export)
 
 
 def train(cfg: DictConfig) -> Path:
-    """Pretrain as the recipe says, resuming from ``checkpoints/last`` when present; return the run folder."""
-    run = _prepare(cfg)
-    acc, tc, core = run.accelerator, cfg.train, run.core
+    """Pretrain as the recipe says, resuming from ``checkpoints/last`` when present; return the run folder.
+
+    Raises:
+        ConfigError: the run folder is in use, or a resume does not fit it (nothing is written then).
+        TrainingStopped: a NaN loss, a failed checkpoint write or a signal (after a checkpoint) ended the run.
+    """
+    tc = cfg.train
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.cpu)
+    _check_world_size(accelerator)
+    folder = open_for_training(cfg, main=accelerator.is_main_process)
+    try:
+        accelerator.wait_for_everyone()
+        with StopRequests() as stop:
+            run = _prepare(cfg, folder, accelerator)
+            step = _loop(run, stop)
+        _finish(run, step)
+    finally:
+        folder.close()
+    return folder.run_dir
+
+
+def _save(run: _Run, step: int) -> None:
+    save_checkpoint(
+        run.accelerator, run.folder.ckpt_dir, step, keep=run.cfg.train.keep_checkpoints, check=(run.core, run.optimizer)
+    )
+
+
+def _loop(run: _Run, stop: StopRequests) -> int:
+    """The epochs and steps; returns the last step taken."""
+    acc, cfg, core = run.accelerator, run.cfg, run.core
+    tc = cfg.train
     step = int(core.train_step)
     progress, monitor = _progress(run, step), _monitor(run, step)
     run.model.train()
     start_epoch, skip = divmod(step * tc.grad_accum, len(run.loader))
-    for epoch in range(start_epoch, tc.epochs):
-        if step >= run.total_steps:
-            break
-        run.loader.set_epoch(epoch)
-        batches = acc.skip_first_batches(run.loader, skip) if skip else run.loader
-        skip = 0
-        for batch in batches:
-            loss_mean, logs = _forward_backward(run, batch, step, epoch)
-            if not acc.sync_gradients:
-                continue
-            step += 1
-            core.train_step.fill_(step)
-            row = _row(run, epoch, loss_mean, logs) if progress.due(step) else {}
-            progress.update(step, row, core.objective.histograms() if row and acc.is_main_process else None)
-            if monitor is not None and (step % cfg.monitor.every == 0 or step == run.total_steps):
-                monitor.check(step, core.encoder, core.projector, acc.device)  # before the checkpoint (resume)
-            if step % tc.save_every == 0 or step == run.total_steps:
-                save_checkpoint(acc, run.ckpt_dir, step)
+    try:
+        for epoch in range(start_epoch, tc.epochs):
             if step >= run.total_steps:
                 break
-    progress.close()
-    if monitor is not None:
-        monitor.close()
-    if hasattr(run.data.base, "summary"):  # image folders: corrupt files skipped during the run
-        acc.print(run.data.base.summary())
+            run.loader.set_epoch(epoch)
+            batches = acc.skip_first_batches(run.loader, skip) if skip else run.loader
+            skip = 0
+            for batch in batches:
+                loss_mean, logs = _forward_backward(run, batch, step, epoch)
+                if not acc.sync_gradients:
+                    continue
+                step += 1
+                core.train_step.fill_(step)
+                row = _row(run, epoch, loss_mean, logs) if progress.due(step) else {}
+                progress.update(step, row, core.objective.histograms() if row and acc.is_main_process else None)
+                if monitor is not None and (step % cfg.monitor.every == 0 or step == run.total_steps):
+                    monitor.check(step, core.encoder, core.projector, acc.device)  # before the checkpoint (resume)
+                signum = stop.requested(acc)
+                if signum or step % tc.save_every == 0 or step == run.total_steps:
+                    _save(run, step)
+                if signum:
+                    raise Interrupted(f"stopped by signal {signum} after step {step}, checkpoint saved; rerun the "
+                                      "same command to resume", signum)  # fmt: skip
+                if step >= run.total_steps:
+                    break
+    finally:
+        progress.close()
+        if monitor is not None:
+            monitor.close()
+    return step
+
+
+def _finish(run: _Run, step: int) -> None:
+    """Report skipped files, export the encoder (main process), end the trackers."""
+    acc, base = run.accelerator, run.data.base
+    if hasattr(base, "summary"):  # image folders: corrupt files skipped during the run
+        acc.print(base.summary())
     if acc.is_main_process:
-        export_run(cfg, core.encoder, mean=run.data.base.mean, std=run.data.base.std, run_dir=run.run_dir, step=step)
+        export_run(run.cfg, run.core.encoder, mean=base.mean, std=base.std, run_dir=run.run_dir, step=step)
     acc.wait_for_everyone()
     acc.end_training()
-    return run.run_dir

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class ConfigError(ValueError):
     """A recipe, override, name or keyword argument that cannot be used as given.
@@ -20,3 +23,9 @@ class TrainingStopped(RuntimeError):
 
 class NonFiniteLossError(TrainingStopped):
     """The loss became NaN or Inf; the run stopped before writing a checkpoint."""
+
+
+def did_you_mean(word: str, choices: Iterable[object]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices`` (difflib), or an empty string."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

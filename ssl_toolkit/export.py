@@ -74,6 +74,7 @@ def export_encoder(
         },
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; an export is for colleagues and containers to read
     try:
         state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
@@ -93,6 +94,12 @@ def export_encoder(
     else:
         os.replace(tmp, out_dir)
     return out_dir
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_export_config(path: str | Path) -> dict[str, Any]:

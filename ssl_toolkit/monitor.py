@@ -136,6 +136,18 @@ class TrainingMonitor:
             saved = json.loads(best.read_text()).get("ssl_toolkit", {}).get("monitor", {})
             self.monitor.best_rankme = float(saved.get("rankme", -math.inf))
 
+    @classmethod
+    def from_recipe(
+        cls, cfg: Any, dataset: Dataset, run_dir: Path, *, step: int, export: Callable[..., Path]
+    ) -> TrainingMonitor:
+        """The monitor a recipe's ``monitor`` section asks for, scoring at the eval size (default: first view's)."""
+        mc = cfg.monitor
+        return cls(
+            dataset, run_dir, step=step, size=cfg.eval.size or cfg.views[0].size, samples=mc.samples,
+            knn_bank=mc.knn_bank, collapse_fraction=mc.collapse_fraction, export_best=mc.export_best, export=export,
+            seed=cfg.train.seed,
+        )  # fmt: skip
+
     def check(self, step: int, encoder: nn.Module, projector: nn.Module, device: torch.device) -> None:
         """Score the encoder at ``step``; log, warn on collapse, export a new best."""
         out = self.monitor.score(encoder, projector, device)

@@ -11,7 +11,6 @@ input is missing is left out with a line saying why. matplotlib (Agg) draws; not
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import json
 from pathlib import Path
@@ -28,8 +27,9 @@ TEMPERATURE_COLUMNS = ("temperature", "tau_min", "tau_max", "tau_mean")
 
 
 def _read_csv(path: Path) -> dict[str, list[float]]:
-    with path.open() as f:
-        rows = list(csv.DictReader(f))
+    from ssl_toolkit.run_log import read_rows
+
+    rows, _ = read_rows(path)
     return {k: [float(r[k]) for r in rows if r.get(k) not in (None, "")] for k in (rows[0] if rows else {})}
 
 

@@ -13,6 +13,23 @@ from pathlib import Path
 from typing import Any
 
 
+def read_rows(path: Path) -> tuple[list[dict], list[str] | None]:
+    """The complete rows of a metrics CSV and its columns; a torn last line (a kill mid-write) is dropped."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = list(reader.fieldnames) if reader.fieldnames else None
+        rows = []
+        for row in reader:
+            try:
+                if None in row or any(v is None for v in row.values()):
+                    raise ValueError("wrong number of columns")
+                int(float(row["step"]))
+                rows.append(row)
+            except (ValueError, KeyError, TypeError):
+                break  # a partial row can only be the last one written
+    return rows, fields
+
+
 class MetricsLogger:
     """Append ``{name: float}`` rows keyed by step; a no-op on non-main processes.
 
@@ -30,10 +47,7 @@ class MetricsLogger:
         if not enabled:
             return
         if self.path.exists():
-            with self.path.open() as f:
-                rows = list(csv.DictReader(f))
-            if rows:
-                self._fields = list(rows[0].keys())
+            rows, self._fields = read_rows(self.path)
             kept = [r for r in rows if int(float(r["step"])) <= resume_step]
             with self.path.open("w", newline="") as f:
                 writer = csv.DictWriter(f, fieldnames=self._fields or ["step"])

@@ -1,50 +1,39 @@
 """Data: datasets yielding uint8 (3, H, W) images, view groups and their two backends, reproducible loaders.
 
-A leaf package: imports only torch, torchvision, kornia (batched views), numpy, PIL and ``ssl_toolkit.errors``.
-Modules: ``datasets``/``image_folder`` (images), ``view_specs`` (view groups as checked data),
-``views`` (per-image torchvision backend) and ``batched_views`` (kornia backend), ``view_groups`` (groups ->
-transforms), ``view_dataset`` (seeding per sample), ``batch`` (what a loader yields), ``generated`` and
-``manifest`` (banks of generated images).
+A leaf package: imports only torch, torchvision, timm (constants), kornia (batched views), numpy, PIL and
+``ssl_toolkit.errors``. Modules: ``datasets``/``image_folder`` (images), ``view_specs`` (view groups as checked
+data), ``views`` (per-image torchvision backend) and ``batched_views`` (kornia backend), ``view_groups``
+(groups -> transforms), ``view_dataset`` (seeding per sample), ``batch`` (what a loader yields), ``generated``
+and ``manifest`` (banks of generated images). Names are imported on first use (``ssl_toolkit.lazy``).
 """
 
 from __future__ import annotations
 
-from ssl_toolkit.data.batch import Batch
-from ssl_toolkit.data.datasets import (
-    DATASETS,
-    FASHION_MNIST_CLASSES,
-    ArrayDataset,
-    FashionMNIST,
-    build_dataset,
-    read_idx,
-)
-from ssl_toolkit.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, IMG_EXTENSIONS, ImageFolder
-from ssl_toolkit.data.view_dataset import EpochSampler, ViewDataset, mix_seeds
-from ssl_toolkit.data.view_groups import build_view_transforms
-from ssl_toolkit.data.view_specs import VIEW_PRESETS, parse_view_groups, view_preset
-from ssl_toolkit.data.views import AUGMENT_PRESETS, build_eval_transform, build_view_transform, collate_views
+from ssl_toolkit.lazy import lazy_exports
 
-__all__ = [
-    "AUGMENT_PRESETS",
-    "DATASETS",
-    "FASHION_MNIST_CLASSES",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "IMG_EXTENSIONS",
-    "ArrayDataset",
-    "Batch",
-    "EpochSampler",
-    "FashionMNIST",
-    "ImageFolder",
-    "VIEW_PRESETS",
-    "ViewDataset",
-    "build_dataset",
-    "build_eval_transform",
-    "build_view_transform",
-    "build_view_transforms",
-    "collate_views",
-    "mix_seeds",
-    "parse_view_groups",
-    "read_idx",
-    "view_preset",
-]
+_EXPORTS = {
+    "Batch": "batch",
+    "DATASETS": "datasets",
+    "FASHION_MNIST_CLASSES": "datasets",
+    "ArrayDataset": "datasets",
+    "FashionMNIST": "datasets",
+    "build_dataset": "datasets",
+    "read_idx": "datasets",
+    "IMAGENET_MEAN": "image_folder",
+    "IMAGENET_STD": "image_folder",
+    "IMG_EXTENSIONS": "image_folder",
+    "ImageFolder": "image_folder",
+    "EpochSampler": "view_dataset",
+    "ViewDataset": "view_dataset",
+    "mix_seeds": "view_dataset",
+    "build_view_transforms": "view_groups",
+    "VIEW_PRESETS": "view_specs",
+    "parse_view_groups": "view_specs",
+    "view_preset": "view_specs",
+    "AUGMENT_PRESETS": "views",
+    "build_eval_transform": "views",
+    "build_view_transform": "views",
+    "collate_views": "views",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ssl_toolkit.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolder, as_triple
+from ssl_toolkit.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolder
+from ssl_toolkit.data.view_specs import as_triple
 from ssl_toolkit.errors import ConfigError, DataError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -64,9 +65,12 @@ def _find(directory: Path, name: str) -> Path | None:
 
 
 def fashion_mnist_dirs(root: str | None) -> list[Path]:
-    """Folders searched for the IDX files, in order: ``root/FashionMNIST/raw``, ``root``, Debian, ./data."""
-    dirs = [Path(root).expanduser() / "FashionMNIST" / "raw", Path(root).expanduser()] if root else []
-    return dirs + [Path(DEBIAN_FASHION_MNIST), Path(LOCAL_FASHION_MNIST)]
+    """Folders searched for the IDX files: ``root/FashionMNIST/raw`` and ``root`` when a root is given (only
+    those: a root that holds something else must not silently fall back to another copy), else Debian's
+    package folder and ``./data/FashionMNIST/raw``."""
+    if root:
+        return [Path(root).expanduser() / "FashionMNIST" / "raw", Path(root).expanduser()]
+    return [Path(DEBIAN_FASHION_MNIST), Path(LOCAL_FASHION_MNIST)]
 
 
 class FashionMNIST(Dataset):
@@ -123,6 +127,11 @@ class FashionMNIST(Dataset):
                 return found[0], found[1]
             dirs.append(raw)
         looked = ", ".join(str(d) for d in dirs)
+        if root and not download:
+            raise DataError(
+                f"data.root={root} holds no Fashion-MNIST files ({names[0]}[.gz]); for a folder of your own images "
+                "use data.name=image_folder, for Fashion-MNIST leave data.root unset"
+            )
         raise DataError(
             f"Fashion-MNIST {split} files ({names[0]}[.gz], {names[1]}[.gz]) not found; looked in: {looked}. "
             "Fix: `apt-get install dataset-fashion-mnist`, or set data.download=true, "

@@ -23,25 +23,14 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS as TORCHVISION_EXTENSIONS
 
-from ssl_toolkit.errors import ConfigError, DataError
+from ssl_toolkit.data.view_specs import as_triple
+from ssl_toolkit.errors import DataError
 
 IMG_EXTENSIONS = (*TORCHVISION_EXTENSIONS, ".gif")  # torchvision's list, plus GIF (PIL reads its first frame)
 IMAGENET_MEAN: tuple[float, float, float] = tuple(IMAGENET_DEFAULT_MEAN)  # timm's constants
 IMAGENET_STD: tuple[float, float, float] = tuple(IMAGENET_DEFAULT_STD)
 _HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
-
-
-def as_triple(values: Sequence[float], what: str) -> tuple[float, float, float]:
-    """Return ``values`` (1 or 3 numbers) as a 3-tuple of floats, or raise ConfigError naming ``what``."""
-    vals = tuple(float(v) for v in values)
-    if len(vals) == 1:
-        vals = vals * 3
-    if len(vals) != 3:
-        raise ConfigError(f"{what} must have 1 or 3 values (one per RGB channel), got {len(vals)}")
-    if what == "std" and min(vals) <= 0:
-        raise ConfigError(f"std must be positive, got {vals}")
-    return vals  # type: ignore[return-value]
 
 
 def pil_to_rgb_uint8(img: Image.Image) -> Tensor:

@@ -13,7 +13,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ssl_toolkit.data.image_folder import as_triple
 from ssl_toolkit.errors import ConfigError
 
 AUGMENTS = ("simclr", "simclr_weak", "none")
@@ -49,6 +48,18 @@ VIEW_PRESETS: dict[str, list[dict[str, Any]]] = {
         {"name": "local", "n": 4, "size": 14, "scale": [0.1, 0.4], "augment": "simclr", "strength": 0.5},
     ],
 }
+
+
+def as_triple(values: Sequence[float], what: str) -> tuple[float, float, float]:
+    """Return ``values`` (1 or 3 numbers) as a 3-tuple of floats, or raise ConfigError naming ``what``."""
+    vals = tuple(float(v) for v in values)
+    if len(vals) == 1:
+        vals = vals * 3
+    if len(vals) != 3:
+        raise ConfigError(f"{what} must have 1 or 3 values (one per RGB channel), got {len(vals)}")
+    if what == "std" and min(vals) <= 0:
+        raise ConfigError(f"std must be positive, got {vals}")
+    return vals  # type: ignore[return-value]
 
 
 def view_preset(name: str) -> list[dict[str, Any]]:

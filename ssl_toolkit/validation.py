@@ -1,0 +1,196 @@
+"""Recipe values the schema cannot check: ranges, names, paths and combinations; one `ConfigError` line each.
+
+Cheap checks come first and need nothing heavy; only the backbone name (timm) and the objective (its class)
+import libraries, so most mistakes are reported in well under a second. Nothing here builds a model, reads a
+dataset or constructs an objective.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ssl_toolkit.data.view_specs import count_global_views
+from ssl_toolkit.errors import ConfigError, did_you_mean
+
+OPTIMIZERS = ("sgd", "lars", "adamw")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+DATASET_NAMES = ("fashion_mnist", "image_folder")
+DATASET_SIZES = {"fashion_mnist": 60_000}  # training images known without reading the data
+VIEW_BACKENDS = ("per_image", "batched")
+GENERATED_MODES = ("genview", "adainf")
+
+
+def choice(value: Any, accepted: tuple[str, ...], what: str) -> None:
+    """Raise unless ``value`` is one of ``accepted`` (with a did-you-mean suggestion)."""
+    if value not in accepted:
+        raise ConfigError(f"unknown {what} {value!r}{did_you_mean(value, accepted)}; accepted: {', '.join(accepted)}")
+
+
+def _number(section: DictConfig, prefix: str, key: str, *, low: float, high: float = math.inf, low_open: bool = False,
+            optional: bool = False) -> None:  # fmt: skip
+    value = section[key]
+    if value is None and optional:
+        return
+    ok = value is not None and math.isfinite(value) and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low:g}" + ("" if high == math.inf else f" and <= {high:g}")
+        none = " (or null)" if optional else ""
+        raise ConfigError(f"{prefix}.{key} must be a finite number {bound}{none}, got {value}")
+
+
+def _check_train(tc: DictConfig) -> None:
+    for key in ("epochs", "batch_size", "grad_accum", "save_every", "log_every", "keep_checkpoints"):
+        _number(tc, "train", key, low=1)
+    _number(tc, "train", "max_steps", low=1, optional=True)
+    _number(tc, "train", "lr", low=0, low_open=True)
+    _number(tc, "train", "weight_decay", low=0)
+    _number(tc, "train", "momentum", low=0, high=1)
+    _number(tc, "train", "warmup_steps", low=0)
+    _number(tc, "train", "min_lr_ratio", low=0, high=1)
+    _number(tc, "train", "grad_clip", low=0, low_open=True, optional=True)
+    choice(tc.optimizer, OPTIMIZERS, "train.optimizer")
+    choice(tc.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
+
+
+def _check_model(mc: DictConfig) -> None:
+    for key in ("projector_hidden", "projector_out"):
+        _number(mc, "model", key, low=1)
+    _number(mc, "model", "projector_layers", low=2)
+    momentum = list(mc.ema_momentum)
+    if len(momentum) != 2 or not all(isinstance(m, (int, float)) and 0.0 <= m <= 1.0 for m in momentum):
+        raise ConfigError(f"model.ema_momentum must be two numbers in [0, 1] (start, end), got {momentum}")
+
+
+def _check_eval_and_monitor(cfg: DictConfig) -> None:
+    ec, mc = cfg.eval, cfg.monitor
+    for key in ("batch_size", "linear_epochs", "rankme_samples"):
+        _number(ec, "eval", key, low=1)
+    for key in ("size", "max_train", "max_test"):
+        _number(ec, "eval", key, low=1, optional=True)
+    if not ec.linear_lrs or not all(isinstance(x, (int, float)) and x > 0 and math.isfinite(x) for x in ec.linear_lrs):
+        raise ConfigError(f"eval.linear_lrs must be a non-empty list of positive numbers, got {list(ec.linear_lrs)}")
+    if ec.dataset is not None:
+        choice(ec.dataset, DATASET_NAMES, "eval.dataset")
+    if mc.every < 0 or (mc.every and not 1 <= mc.knn_bank < mc.samples):
+        raise ConfigError(
+            f"monitor: needs every >= 0 (0 = off) and 1 <= knn_bank < samples, got every={mc.every}, "
+            f"samples={mc.samples}, knn_bank={mc.knn_bank}"
+        )
+    _number(mc, "monitor", "collapse_fraction", low=0, high=1)
+
+
+def _check_data(cfg: DictConfig) -> None:
+    dc = cfg.data
+    choice(dc.name, DATASET_NAMES, "data.name")
+    choice(dc.view_backend, VIEW_BACKENDS, "data.view_backend")
+    _number(dc, "data", "num_workers", low=0)
+    _number(dc, "data", "subset", low=1, optional=True)
+    if dc.name == "image_folder" and not dc.root:
+        raise ConfigError("data.name=image_folder needs data.root=/path/to/images")
+    for key, root in (("data.root", dc.root), ("eval.root", cfg.eval.root)):
+        if root and not Path(root).expanduser().exists():
+            raise ConfigError(f"{key} does not exist: {root}")
+    known = DATASET_SIZES.get(dc.name)
+    if known is not None and dc.generated.bank is None:
+        images = min(known, dc.subset or known)
+        if cfg.train.batch_size * cfg.train.grad_accum > images:
+            raise ConfigError(
+                f"train.batch_size={cfg.train.batch_size} x grad_accum={cfg.train.grad_accum} is more than the "
+                f"{images} training images; lower train.batch_size"
+            )
+
+
+def _check_output_dir(cfg: DictConfig) -> None:
+    """The run folder (or the nearest existing folder above it) must be a writable directory."""
+    target = Path(cfg.train.output_dir).expanduser() / (cfg.train.run_name or cfg.name)
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"cannot write the run folder {target}: {existing} is not a writable directory; set train.output_dir "
+            "to a folder you can write"
+        )
+
+
+def _check_backbone(name: str) -> None:
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"; similar: {', '.join(close)}" if close else "; see `timm.list_models()`"
+        raise ConfigError(f"unknown backbone {name!r} (not a timm model name){hint}")
+
+
+def validate(cfg: DictConfig, *, allow_import: bool = True) -> None:
+    """Check values, names, paths and combinations; raise `ConfigError` on the first problem.
+
+    Args:
+        cfg: a merged recipe (views already parsed).
+        allow_import: whether the objective may be imported from a ``module:Class`` name (see `config.load`).
+    """
+    if not str(cfg.name).strip() or "/" in str(cfg.name):
+        raise ConfigError(f"name must be a non-empty folder name without '/', got {cfg.name!r}")
+    _check_train(cfg.train)
+    _check_model(cfg.model)
+    _check_data(cfg)
+    _check_eval_and_monitor(cfg)
+    _check_generated(cfg)
+    _check_output_dir(cfg)
+    _check_backbone(cfg.model.backbone)
+    objective = _check_objective(cfg, allow_import=allow_import)
+    _check_quality_weights(cfg, objective)
+
+
+def _check_objective(cfg: DictConfig, *, allow_import: bool) -> Any:
+    from ssl_toolkit.objectives import build_objective
+
+    return build_objective(OmegaConf.to_container(cfg.objective, resolve=True))  # checks name and kwargs
+
+
+def _check_quality_weights(cfg: DictConfig, objective: Any) -> None:
+    qw = cfg.quality_weights
+    if qw.model_path is None:
+        return
+    if not objective.accepts_sample_weights:
+        raise ConfigError(
+            f"quality_weights: objective {cfg.objective.name!r} does not take per-sample weights; use simclr, dcl "
+            "or dclw, or unset quality_weights.model_path"
+        )
+    for key in ("model_path", "pca_path"):
+        if qw[key] is None or not Path(qw[key]).exists():
+            raise ConfigError(f"quality_weights.{key} does not exist: {qw[key]} (local paths only, nothing downloads)")
+    if count_global_views(cfg.views) < 2:
+        raise ConfigError("quality_weights compare the first two global views; the views give fewer than 2")
+
+
+def _check_generated(cfg: DictConfig) -> None:
+    gen = cfg.data.generated
+    choice(gen.mode, GENERATED_MODES, "data.generated.mode")
+    generated_groups = [g.name for g in cfg.views if g.source == "generated"]
+    if gen.bank is None:
+        if generated_groups:
+            raise ConfigError(
+                f"view group(s) {generated_groups} have source: generated but data.generated.bank is not set; "
+                "point it at a folder built by `ssl-toolkit generate-views`"
+            )
+        return
+    if not Path(gen.bank).is_dir():
+        raise ConfigError(f"data.generated.bank does not exist: {gen.bank}; build it with `ssl-toolkit generate-views`")
+    if gen.mode == "genview" and not generated_groups:
+        raise ConfigError(
+            "data.generated.mode=genview needs a view group with source: generated (e.g. the second global "
+            "view: {name: generated, n: 1, size: <global size>, source: generated, global: true})"
+        )
+    if gen.mode == "adainf" and generated_groups:
+        raise ConfigError(
+            f"data.generated.mode=adainf mixes whole samples; view group(s) {generated_groups} must use source: real"
+        )
+    if not 0.0 <= gen.p_generated <= 1.0 or gen.dup < 1:
+        raise ConfigError(f"data.generated needs p_generated in [0, 1] and dup >= 1, got {gen.p_generated}, {gen.dup}")
