@@ -58,7 +58,7 @@ PACKAGES = (
 # (name, function, cap in seconds for the full run); the order is the priority when time runs short
 SECTIONS: tuple[tuple[str, Callable[[Check], dict[str, Any]], float], ...] = (
     ("objectives", objectives_section, 150.0),
-    ("default_job", default_job_section, 170.0),
+    ("default_job", default_job_section, 240.0),
     ("knn_rankme", knn_rankme_section, 60.0),
     ("resnet50_step", resnet50_step_section, 170.0),
     ("gpu_views", gpu_views_section, 60.0),

@@ -63,7 +63,8 @@ def knn_rows(check: Check) -> tuple[list[dict[str, Any]], list[str]]:
     ]  # fmt: skip
     notes = [
         f"k-NN: {bank:,} x {dim} L2-normalised float32 bank of {classes} clustered classes, k = {k}, T = 0.1; the "
-        f"first {n_cpu:,} queries were also searched on the CPU and {100 * same:.2f} % of their predictions match.",
+        f"first {n_cpu:,} queries were also searched on the CPU and {100 * same:.2f} % of their predictions match "
+        f"(float32 matmul precision `{torch.get_float32_matmul_precision()}`).",
         "faiss-gpu 1.15.1 is a 135 MB wheel built for CUDA 12 and cannot travel to the lent machine (64 MiB, "
         "CUDA 13): the device search is `knn_classify(backend='torch')` (torch.mm + topk in 4096-query chunks).",
     ]
