@@ -86,9 +86,9 @@ def build_train_data(cfg: DictConfig) -> TrainData:
     return TrainData(base, dataset, sampler, collate, tuple(view_kinds), n_global)
 
 
-def build_model(cfg: DictConfig, data: TrainData) -> SSLModel:
+def build_model(cfg: DictConfig, data: TrainData | None = None) -> SSLModel:
     """Encoder + projector + objective as one module (randomly initialised from ``train.seed``), with the
-    EMA branch and per-sample signals the recipe asks for."""
+    EMA branch and per-sample signals the recipe asks for (those need ``data``: its normalisation)."""
     encoder = build_encoder(
         cfg.model.backbone,
         small_input=cfg.model.small_input,
@@ -109,11 +109,13 @@ def build_model(cfg: DictConfig, data: TrainData) -> SSLModel:
     )
 
 
-def _build_signals(cfg: DictConfig, data: TrainData) -> dict[str, torch.nn.Module]:
+def _build_signals(cfg: DictConfig, data: TrainData | None) -> dict[str, torch.nn.Module]:
     """Frozen per-sample signals computed from each batch: GenView's quality weights when a model is given."""
     qw = cfg.quality_weights
     if qw.model_path is None:
         return {}
+    if data is None:
+        raise ValueError("quality weights need the training data's normalisation: build_model(cfg, data)")
     from ssl_toolkit.generation.quality import QualityWeighter, QualityWeightSignal
 
     weighter = QualityWeighter(qw.model_path, qw.pca_path, arch=qw.arch, gamma=qw.gamma, image_size=qw.image_size)
