@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ssl_toolkit.data.views import view_preset
 from ssl_toolkit.errors import ConfigError
+from ssl_toolkit.eval import defaults as eval_defaults
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -114,19 +115,21 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Frozen-encoder evaluation run after training (and by ``ssl-toolkit eval``)."""
+    """Frozen-encoder evaluation run after training; defaults from ``ssl_toolkit/eval/defaults.py``."""
 
     after_train: bool = True
     dataset: str | None = None  # default: data.name
     root: str | None = None  # default: data.root
     size: int | None = None  # eval resolution; default: size of the first view group
-    batch_size: int = 512
+    batch_size: int = eval_defaults.EVAL_BATCH_SIZE
     max_train: int | None = None  # evaluate on seeded subsets (quick checks)
     max_test: int | None = None
-    linear_epochs: int = 30
-    linear_lrs: list[float] = field(default_factory=lambda: [1.0, 0.3, 0.1, 0.03])
-    floors: bool = True  # also score raw pixels and the randomly initialised encoder
-    rankme_samples: int = 25600
+    linear_epochs: int = eval_defaults.LINEAR_EPOCHS
+    linear_lrs: list[float] = field(default_factory=lambda: list(eval_defaults.LINEAR_LRS))
+    floors: bool = eval_defaults.FLOORS  # also score raw pixels and the randomly initialised encoder
+    rankme_samples: int = eval_defaults.RANKME_SAMPLES  # also used by alpha-ReQ and the embedding statistics
+    lidar_samples: int = eval_defaults.LIDAR_SAMPLES  # LiDAR: train images ...
+    lidar_views: int = eval_defaults.LIDAR_VIEWS  # ... times simclr views of each
 
 
 @dataclass
@@ -273,6 +276,11 @@ def validate(cfg: DictConfig) -> None:
     for key in ("epochs", "batch_size", "grad_accum", "save_every", "log_every"):
         if cfg.train[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {cfg.train[key]}")
+    if not (cfg.eval.lidar_samples == 0 or cfg.eval.lidar_samples >= 2) or cfg.eval.lidar_views < 2:
+        raise ConfigError(
+            f"eval: LiDAR needs lidar_samples 0 (off) or >= 2 and lidar_views >= 2, got {cfg.eval.lidar_samples}, "
+            f"{cfg.eval.lidar_views}"
+        )
     mc = cfg.monitor
     if mc.every < 0 or (mc.every and not 1 <= mc.knn_bank < mc.samples):
         raise ConfigError(

@@ -10,7 +10,7 @@ badly scaled and its k-NN accuracy is near chance, which says nothing about the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -87,7 +87,7 @@ def extract_features(
 
 @torch.no_grad()
 def extract_view_features(
-    encoder: nn.Module,
+    encoders: Mapping[str, nn.Module],
     dataset: Dataset,
     *,
     transform: Callable[[Tensor], Tensor],
@@ -97,39 +97,42 @@ def extract_view_features(
     device: str | torch.device = "cpu",
     desc: str = "views",
     progress: bool = True,
-) -> Tensor:
-    """Features of ``n_views`` augmented views of every item, grouped by item, reproducible from ``seed``.
+) -> dict[str, Tensor]:
+    """Features of ``n_views`` augmented views of every item, grouped by item, for every encoder at once.
 
-    The views are drawn in the main process, in dataset order, from torch's global RNG seeded with ``seed``
-    inside ``torch.random.fork_rng`` (the caller's RNG state is left as it was), so the same dataset, transform
-    and seed always give the same views.
+    Each batch of views is drawn once and fed to every encoder, so all encoders see the same views (and the
+    augmentation, usually the expensive part on CPU, runs once). The views are drawn in the main process, in
+    dataset order, from torch's global RNG seeded with ``seed`` inside ``torch.random.fork_rng`` (the caller's
+    RNG state is left as it was): the same dataset, transform and seed always give the same views.
 
     Args:
-        encoder: evaluated in eval mode.
+        encoders: name -> encoder, each evaluated in eval mode, e.g. ``{"encoder": model}``.
         dataset: yields ``(uint8 image, label)``.
         transform: a random view transform, e.g. ``build_view_transform(augment="simclr", size=..., ...)``.
         n_views: views per item, >= 2 for LiDAR.
         seed: seeds the views.
         batch_size: images per encoder forward (``batch_size // n_views`` items, at least 1).
 
-    Shape:
-        returns (N, n_views, F) float32 on the CPU; ``[i, j]`` is view j of item i.
+    Returns:
+        ``{name: features}``, each (N, n_views, F) float32 on the CPU; ``[i, j]`` is view j of item i.
     """
-    if n_views < 1:
-        raise ConfigError(f"n_views must be >= 1, got {n_views}")
-    encoder.eval().to(device)
+    if n_views < 1 or not encoders:
+        raise ConfigError(f"extract_view_features needs n_views >= 1 and an encoder, got {n_views}, {len(encoders)}")
+    for encoder in encoders.values():
+        encoder.eval().to(device)
     items_per_batch = max(1, batch_size // n_views)
     loader = DataLoader(ViewsOfDataset(dataset, transform, n_views), batch_size=items_per_batch, shuffle=False)
-    feats = []
+    feats: dict[str, list[Tensor]] = {name: [] for name in encoders}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for views, _ in tqdm(loader, desc=desc, disable=not progress, leave=False):
             b = views.shape[0]
-            out = encoder(views.flatten(0, 1).to(device))  # (B * V, F)
-            feats.append(out.float().cpu().view(b, n_views, -1))
-    if not feats:
+            flat = views.flatten(0, 1).to(device)  # (B * V, C, H, W)
+            for name, encoder in encoders.items():
+                feats[name].append(encoder(flat).float().cpu().view(b, n_views, -1))  # (B, V, F)
+    if not len(dataset):
         raise ConfigError("extract_view_features got an empty dataset")
-    return torch.cat(feats)
+    return {name: torch.cat(parts) for name, parts in feats.items()}
 
 
 @torch.no_grad()

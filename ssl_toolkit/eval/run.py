@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from ssl_toolkit.errors import ConfigError
 from ssl_toolkit.eval import defaults
 from ssl_toolkit.eval.alpha_req import alpha_req
 from ssl_toolkit.eval.arrays import as_tensor
@@ -144,8 +145,8 @@ def evaluate(
 
     Without ``test_set`` (or without labels) only the label-free metrics are computed. LiDAR needs
     ``view_transform`` (a random view transform) and is computed for the encoder and the random-init floor
-    (not for raw pixels, which have no encoder to make invariant). ``raw_pixels_size`` is only reported (the
-    side ``pixel_transform`` produces).
+    (not for raw pixels, which have no encoder to make invariant); ``lidar_samples=0`` turns it off.
+    ``raw_pixels_size`` is only reported (the side ``pixel_transform`` produces).
 
     Returns:
         ``{"encoder": metrics, "raw_pixels": metrics, "random_init": metrics, "definitions": {...}}``
@@ -160,7 +161,11 @@ def evaluate(
                 random_encoder, train_set, transform=transform, device=device
             )
     splits = {"train": train_set, **({"test": test_set} if test_set is not None else {})}
-    lidar_set = _seeded_subset(train_set, lidar_samples, seed) if view_transform is not None else None
+    if lidar_samples < 0 or lidar_views < 2:
+        raise ConfigError(f"LiDAR needs lidar_samples >= 0 (0 = off) and lidar_views >= 2, got {lidar_samples}, "
+                          f"{lidar_views}")  # fmt: skip
+    use_lidar = view_transform is not None and min(lidar_samples, len(train_set)) >= 2
+    lidar_set = _seeded_subset(train_set, lidar_samples, seed) if use_lidar else None
     results: dict[str, Any] = {}
     for name, model in candidates.items():
         use = pixel_transform if model is None and pixel_transform is not None else transform
@@ -171,11 +176,12 @@ def evaluate(
         }  # fmt: skip
         test_f, test_y = feats.get("test", (None, None))
         results[name] = score_features(*feats["train"], test_f, test_y, seed=seed, progress=progress, **score_kwargs)
-        if model is not None and lidar_set is not None:
-            views = extract_view_features(model, lidar_set, transform=view_transform, n_views=lidar_views, seed=seed,
-                                          batch_size=batch_size, device=device, desc=f"{name} views",
-                                          progress=progress)  # fmt: skip
-            results[name]["lidar"] = lidar(views)
+    if lidar_set is not None:  # one pass of views through every encoder (raw pixels have none)
+        encoders = {name: model for name, model in candidates.items() if model is not None}
+        views = extract_view_features(encoders, lidar_set, transform=view_transform, n_views=lidar_views, seed=seed,
+                                      batch_size=batch_size, device=device, progress=progress)  # fmt: skip
+        for name, z in views.items():
+            results[name]["lidar"] = lidar(z)
     results["definitions"] = definitions(
         raw_pixels_size=raw_pixels_size, lidar_samples=lidar_samples, lidar_views=lidar_views
     )
