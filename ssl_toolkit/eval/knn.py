@@ -65,9 +65,11 @@ def resolve_backend(backend: str = "auto") -> str:
     return backend
 
 
-def torch_query_chunk(n_bank: int, block_elements: int = defaults.KNN_TORCH_BLOCK_ELEMENTS) -> int:
-    """Queries per torch ``mm`` so that the (chunk, n_bank) float32 block holds at most ``block_elements``."""
-    return max(1, block_elements // max(1, n_bank))
+def torch_query_chunk(n_bank: int, block_elements: int | None = None) -> int:
+    """Queries per torch ``mm`` so that the (chunk, n_bank) float32 block holds at most ``block_elements``
+    (default ``KNN_TORCH_BLOCK_ELEMENTS``, 2**26: 256 MiB)."""
+    block = defaults.KNN_TORCH_BLOCK_ELEMENTS if block_elements is None else block_elements
+    return max(1, block // max(1, n_bank))
 
 
 def normalized_bank(features: Any, keep: Tensor | None = None) -> Tensor:
