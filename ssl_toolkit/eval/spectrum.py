@@ -2,8 +2,8 @@
 
 Route: when ``N >= D``, the float64 Gram matrix ``ZᵀZ`` (D x D) is accumulated over row chunks, so ``Z`` is
 never copied whole to float64, and ``torch.linalg.eigvalsh`` gives ``σ² = λ(ZᵀZ)``; when ``N < D``,
-``torch.linalg.svdvals`` of the (then small) float64 matrix. The Gram route is about twice as fast as a full
-SVD at ``25,600 x D`` and needs ``D²`` instead of ``N·D`` float64 memory.
+``torch.linalg.svdvals`` of the (then small) float64 matrix. The Gram route needs ``D²`` instead of ``N·D``
+float64 memory and less work than a full SVD (``benchmarks/eval_scale.py`` measures the ratio).
 
 Squaring costs resolution: an eigenvalue of ``ZᵀZ`` is only known to about ``D · eps₆₄ · λ_max``, so
 singular values below ``sqrt(D · eps₆₄) · σ_max`` (about 1e-7 of the largest for D = 128, 7e-7 for D = 2048)
