@@ -46,8 +46,11 @@ def _train(args: argparse.Namespace) -> int:
         linear_epochs=e.linear_epochs,
         linear_lrs=list(e.linear_lrs),
         rankme_samples=e.rankme_samples,
+        lidar_samples=e.lidar_samples,
+        lidar_views=e.lidar_views,
         seed=cfg.train.seed,
         out_path=run_dir / "metrics.json",
+        log=print,
     )
     total_s = time.perf_counter() - t0
     print(f"\n{cfg.name}: {run_dir}  (pretrain {train_s / 60:.1f} min, total {total_s / 60:.1f} min)")
@@ -86,14 +89,64 @@ def _eval(args: argparse.Namespace) -> int:
         floors=not args.no_floors,
         max_train=args.max_train,
         max_test=args.max_test,
+        batch_size=args.batch_size,
         linear_epochs=args.linear_epochs,
+        linear_lrs=args.linear_lrs,
+        rankme_samples=args.rankme_samples,
+        lidar_samples=args.lidar_samples,
+        lidar_views=args.lidar_views,
+        seed=args.seed,
         out_path=args.out,
+        log=print,
     )
     print(format_table(results))
+    metrics = Path(results["setup"]["metrics_path"])
+    print(f"metrics: {metrics}")
     run_dir = Path(args.encoder_dir).parent
-    if args.out is None and (run_dir / "recipe.yaml").is_file():  # an encoder inside a run folder
+    if metrics == run_dir / "metrics.json" and (run_dir / "recipe.yaml").is_file():  # the run's own metrics
         _auto_report(run_dir)
     return 0
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    from ssl_toolkit.eval import defaults as d  # plain constants: no torch import for --help
+
+    p = sub.add_parser(
+        "eval",
+        help="k-NN, linear probe, RankMe, alpha-ReQ and LiDAR of an exported encoder (label-free without labels)",
+        description="Score an exported encoder and two floors (raw pixels, random init). The dataset, root and "
+        "size default to those recorded with the export; other data is written to metrics-<dataset>.json, "
+        "never over the run's metrics.json. Definitions: docs/evaluation.md.",
+    )
+    p.add_argument("encoder_dir", help="an export folder (config.json + model.safetensors), e.g. runs/NAME/encoder")
+    p.add_argument("--dataset", default=None, help="fashion_mnist | image_folder (default: the export's own)")
+    p.add_argument(
+        "--root", default=None, help="dataset root (image_folder: folder with train/ and test/, or a flat folder "
+        "for a label-free evaluation; default: the export's own)"
+    )  # fmt: skip
+    p.add_argument("--download", action="store_true", help="download Fashion-MNIST if it is not on disk")
+    p.add_argument("--size", type=int, default=None, help="eval resolution in px (default: the export's input size)")
+    p.add_argument("--no-floors", action="store_true", help="skip the raw-pixel and random-init floors")
+    p.add_argument("--max-train", type=int, default=None, help="evaluate on a seeded subset of this many train images")
+    p.add_argument("--max-test", type=int, default=None, help="... and of this many test images")
+    p.add_argument("--batch-size", type=int, default=d.EVAL_BATCH_SIZE, help="images per encoder forward (%(default)s)")
+    p.add_argument("--linear-epochs", type=int, default=d.LINEAR_EPOCHS, help="linear-probe epochs (%(default)s)")
+    p.add_argument(
+        "--linear-lrs", type=float, nargs="+", default=list(d.LINEAR_LRS),
+        help="linear-probe learning-rate grid, each with and without BatchNorm (%(default)s)",
+    )  # fmt: skip
+    p.add_argument(
+        "--rankme-samples", type=int, default=d.RANKME_SAMPLES,
+        help="train features for RankMe, alpha-ReQ and the embedding statistics (%(default)s)",
+    )  # fmt: skip
+    p.add_argument("--lidar-samples", type=int, default=d.LIDAR_SAMPLES, help="train images for LiDAR (%(default)s)")
+    p.add_argument("--lidar-views", type=int, default=d.LIDAR_VIEWS, help="simclr views per LiDAR image (%(default)s)")
+    p.add_argument("--seed", type=int, default=d.SEED, help="seeds subsets, views and the probe (%(default)s)")
+    p.add_argument(
+        "--out", default=None, help="metrics file (default: RUN/metrics.json for the run's own data, "
+        "RUN/metrics-<dataset>.json for other data)"
+    )  # fmt: skip
+    p.set_defaults(func=_eval)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -206,18 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", help="YAML recipe, e.g. recipes/pretrain/simclr_fashion_mnist.yaml")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=10")
     p.set_defaults(func=_train)
-    p = sub.add_parser("eval", help="k-NN, linear probe and RankMe of an exported encoder")
-    p.add_argument("encoder_dir")
-    p.add_argument("--dataset", default="fashion_mnist", help="fashion_mnist | image_folder")
-    p.add_argument("--root", default=None, help="dataset root (image_folder: folder with train/ and test/)")
-    p.add_argument("--download", action="store_true", help="download Fashion-MNIST if it is not on disk")
-    p.add_argument("--size", type=int, default=None, help="eval resolution (default: the export's input size)")
-    p.add_argument("--no-floors", action="store_true", help="skip the raw-pixel and random-init floors")
-    p.add_argument("--max-train", type=int, default=None)
-    p.add_argument("--max-test", type=int, default=None)
-    p.add_argument("--linear-epochs", type=int, default=30)
-    p.add_argument("--out", default=None, help="metrics.json path (default: beside the encoder folder)")
-    p.set_defaults(func=_eval)
+    _add_eval(sub)
     p = sub.add_parser("export", help="export the encoder of a run folder from its last checkpoint")
     p.add_argument("run_dir")
     p.set_defaults(func=_export)

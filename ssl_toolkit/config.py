@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ssl_toolkit.data.view_specs import parse_view_groups, view_preset
 from ssl_toolkit.errors import ConfigError, did_you_mean
+from ssl_toolkit.eval import defaults as eval_defaults
 
 REPLACED_WHOLE = ("objective", "model.backbone_kwargs")  # free-form dicts: an override replaces them
 
@@ -95,19 +96,21 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Frozen-encoder evaluation run after training (and by ``ssl-toolkit eval``)."""
+    """Frozen-encoder evaluation run after training; defaults from ``ssl_toolkit/eval/defaults.py``."""
 
     after_train: bool = True
     dataset: str | None = None  # default: data.name
     root: str | None = None  # default: data.root
     size: int | None = None  # eval resolution; default: size of the first view group
-    batch_size: int = 512
+    batch_size: int = eval_defaults.EVAL_BATCH_SIZE
     max_train: int | None = None  # evaluate on seeded subsets (quick checks)
     max_test: int | None = None
-    linear_epochs: int = 30
-    linear_lrs: list[float] = field(default_factory=lambda: [1.0, 0.3, 0.1, 0.03])
-    floors: bool = True  # also score raw pixels and the randomly initialised encoder
-    rankme_samples: int = 25600
+    linear_epochs: int = eval_defaults.LINEAR_EPOCHS
+    linear_lrs: list[float] = field(default_factory=lambda: list(eval_defaults.LINEAR_LRS))
+    floors: bool = eval_defaults.FLOORS  # also score raw pixels and the randomly initialised encoder
+    rankme_samples: int = eval_defaults.RANKME_SAMPLES  # also used by alpha-ReQ and the embedding statistics
+    lidar_samples: int = eval_defaults.LIDAR_SAMPLES  # LiDAR: train images ...
+    lidar_views: int = eval_defaults.LIDAR_VIEWS  # ... times simclr views of each
 
 
 @dataclass

@@ -96,6 +96,10 @@ def export_encoder(
     return out_dir
 
 
+def _absolute(path: str | None) -> str | None:
+    return None if path is None else str(Path(path).expanduser().resolve())
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -156,7 +160,9 @@ def export_run(
             "objective": OmegaConf.to_container(cfg.objective, resolve=True),
             "train_step": int(step),
             "dataset": cfg.data.name,
-            "root": cfg.data.root,
+            "root": _absolute(cfg.data.root),
+            "eval_dataset": cfg.eval.dataset or cfg.data.name,
+            "eval_root": _absolute(cfg.eval.root or cfg.data.root),
             **({"monitor": dict(monitor)} if monitor is not None else {}),
         },
     )

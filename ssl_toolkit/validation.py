@@ -77,6 +77,11 @@ def _check_eval_and_monitor(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.linear_lrs must be a non-empty list of positive numbers, got {list(ec.linear_lrs)}")
     if ec.dataset is not None:
         choice(ec.dataset, DATASET_NAMES, "eval.dataset")
+    if not (ec.lidar_samples == 0 or ec.lidar_samples >= 2) or ec.lidar_views < 2:
+        raise ConfigError(
+            f"eval: LiDAR needs lidar_samples 0 (off) or >= 2 and lidar_views >= 2, got {ec.lidar_samples}, "
+            f"{ec.lidar_views}"
+        )
     if mc.every < 0 or (mc.every and not 1 <= mc.knn_bank < mc.samples):
         raise ConfigError(
             f"monitor: needs every >= 0 (0 = off) and 1 <= knn_bank < samples, got every={mc.every}, "

@@ -43,8 +43,8 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in modules.items():
         for imported in imported_modules(path.read_text(), name, is_package=path.name == "__init__.py"):
             target = _resolve(imported, modules)
-            if target is None or target == name:
-                continue
+            if target is None or target == name or (name + ".").startswith(target + "."):
+                continue  # outside the package, itself, or its own package's __init__ (already running)
             graph[name].add(target)
             parent = target.rpartition(".")[0]
             while parent and parent in modules and not (name + ".").startswith(parent + "."):

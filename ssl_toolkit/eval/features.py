@@ -1,4 +1,7 @@
-"""Frozen features for evaluation: clean (eval-transform) images through an encoder in eval mode.
+"""Frozen features for evaluation: clean (eval-transform) images, or seeded augmented views, through an encoder.
+
+`extract_features` gives one feature row per image (k-NN, linear probe, RankMe, alpha-ReQ);
+`extract_view_features` gives V augmented views per image, grouped by image (LiDAR's surrogate classes).
 
 Also re-estimates BatchNorm statistics for a randomly initialised encoder, so that the random-init floor is
 a fair one: with PyTorch's default running statistics (mean 0, var 1) a random ResNet's activations are
@@ -7,12 +10,15 @@ badly scaled and its k-NN accuracy is near chance, which says nothing about the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
+
+from ssl_toolkit.errors import ConfigError
+from ssl_toolkit.eval import defaults
 
 
 class TransformedDataset(Dataset):
@@ -29,6 +35,20 @@ class TransformedDataset(Dataset):
         return self.transform(image), int(label)
 
 
+class ViewsOfDataset(Dataset):
+    """``(stack of n_views transform(image), label)`` over a dataset of ``(image, label)``."""
+
+    def __init__(self, base: Dataset, transform: Callable[[Tensor], Tensor], n_views: int) -> None:
+        self.base, self.transform, self.n_views = base, transform, n_views
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        image, label = self.base[i]
+        return torch.stack([self.transform(image) for _ in range(self.n_views)]), int(label)  # (V, C, H, W)
+
+
 def _loader(dataset: Dataset, transform: Callable, batch_size: int, num_workers: int) -> DataLoader:
     return DataLoader(
         TransformedDataset(dataset, transform), batch_size=batch_size, shuffle=False, num_workers=num_workers
@@ -41,7 +61,7 @@ def extract_features(
     dataset: Dataset,
     *,
     transform: Callable[[Tensor], Tensor],
-    batch_size: int = 512,
+    batch_size: int = defaults.EVAL_BATCH_SIZE,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     desc: str = "features",
@@ -66,6 +86,56 @@ def extract_features(
 
 
 @torch.no_grad()
+def extract_view_features(
+    encoders: Mapping[str, nn.Module],
+    dataset: Dataset,
+    *,
+    transform: Callable[[Tensor], Tensor],
+    n_views: int = defaults.LIDAR_VIEWS,
+    seed: int = defaults.SEED,
+    batch_size: int = defaults.EVAL_BATCH_SIZE,
+    device: str | torch.device = "cpu",
+    desc: str = "views",
+    progress: bool = True,
+) -> dict[str, Tensor]:
+    """Features of ``n_views`` augmented views of every item, grouped by item, for every encoder at once.
+
+    Each batch of views is drawn once and fed to every encoder, so all encoders see the same views (and the
+    augmentation, usually the expensive part on CPU, runs once). The views are drawn in the main process, in
+    dataset order, from torch's global RNG seeded with ``seed`` inside ``torch.random.fork_rng`` (the caller's
+    RNG state is left as it was): the same dataset, transform and seed always give the same views.
+
+    Args:
+        encoders: name -> encoder, each evaluated in eval mode, e.g. ``{"encoder": model}``.
+        dataset: yields ``(uint8 image, label)``.
+        transform: a random view transform, e.g. ``build_view_transform(augment="simclr", size=..., ...)``.
+        n_views: views per item, >= 2 for LiDAR.
+        seed: seeds the views.
+        batch_size: images per encoder forward (``batch_size // n_views`` items, at least 1).
+
+    Returns:
+        ``{name: features}``, each (N, n_views, F) float32 on the CPU; ``[i, j]`` is view j of item i.
+    """
+    if n_views < 1 or not encoders:
+        raise ConfigError(f"extract_view_features needs n_views >= 1 and an encoder, got {n_views}, {len(encoders)}")
+    for encoder in encoders.values():
+        encoder.eval().to(device)
+    items_per_batch = max(1, batch_size // n_views)
+    loader = DataLoader(ViewsOfDataset(dataset, transform, n_views), batch_size=items_per_batch, shuffle=False)
+    feats: dict[str, list[Tensor]] = {name: [] for name in encoders}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for views, _ in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            b = views.shape[0]
+            flat = views.flatten(0, 1).to(device)  # (B * V, C, H, W)
+            for name, encoder in encoders.items():
+                feats[name].append(encoder(flat).float().cpu().view(b, n_views, -1))  # (B, V, F)
+    if not len(dataset):
+        raise ConfigError("extract_view_features got an empty dataset")
+    return {name: torch.cat(parts) for name, parts in feats.items()}
+
+
+@torch.no_grad()
 def reset_norm_affine(encoder: nn.Module) -> nn.Module:
     """Set every normalisation layer's scale to 1 and shift to 0 (PyTorch's default initialisation).
 
@@ -86,8 +156,8 @@ def recalibrate_batchnorm(
     dataset: Dataset,
     *,
     transform: Callable[[Tensor], Tensor],
-    num_batches: int = 20,
-    batch_size: int = 256,
+    num_batches: int = defaults.RECALIBRATE_BATCHES,
+    batch_size: int = defaults.RECALIBRATE_BATCH_SIZE,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
     """Replace BatchNorm running statistics by their average over ``num_batches`` clean batches."""

@@ -177,3 +177,60 @@ def test_backend_resolution() -> None:
     if not knn._faiss_has_gpu(knn._faiss()):
         with pytest.raises(ConfigError, match="faiss-gpu"):
             knn.resolve_backend("faiss-gpu")
+
+
+def test_protocol_shortcut_equals_explicit_settings() -> None:
+    x_train, y_train, x_test, y_test = _blobs(5, 400, 80)
+    for protocol, (k, t) in (("dino", (20, 0.07)), ("instdisc", (200, 0.1))):
+        short = knn_accuracy(x_train, y_train, x_test, y_test, protocol=protocol)
+        assert short == knn_accuracy(x_train, y_train, x_test, y_test, k=k, temperature=t)
+    with pytest.raises(ConfigError, match="not both"):
+        knn_classify(x_train, y_train, x_test, protocol="dino", k=5)
+    with pytest.raises(ConfigError, match="unknown k-NN protocol"):
+        knn_classify(x_train, y_train, x_test, protocol="moco")
+    with pytest.raises(ConfigError, match="protocol="):
+        knn_classify(x_train, y_train, x_test, k=5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_search_serves_every_protocol(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    x_train, y_train, x_test, y_test = _blobs(6, 500, 90)
+    separate = {
+        p: knn_accuracy(x_train, y_train, x_test, y_test, protocol=p, backend=backend)
+        for p in knn.defaults.KNN_PROTOCOLS
+    }
+    calls = []
+    original = knn._Searcher.search
+    monkeypatch.setattr(knn._Searcher, "search", lambda self, q, k: calls.append(k) or original(self, q, k))
+    both = knn.knn_protocols(x_train, y_train, x_test, y_test, backend=backend)
+    assert calls == [200]  # one search call, at the largest k
+    assert both == {"instdisc": separate["instdisc"][200], "dino": separate["dino"][20]}
+    tiny = knn.knn_protocols(x_train[:50], y_train[:50], x_test, y_test, protocols=["instdisc"], backend=backend)
+    assert tiny["instdisc"] == knn_accuracy(x_train[:50], y_train[:50], x_test, y_test, k=50, temperature=0.1)[50]
+
+
+def test_numpy_inputs_and_the_bank_copy() -> None:
+    x_train, y_train, x_test, y_test = _blobs(7, 300, 50)
+    as_numpy = knn_accuracy(x_train.numpy(), y_train.numpy(), x_test.numpy(), y_test.numpy(), k=[5, 10],
+                            temperature=0.1)  # fmt: skip
+    assert as_numpy == knn_accuracy(x_train, y_train, x_test, y_test, k=[5, 10], temperature=0.1)
+    before = x_train.clone()
+    bank = knn.normalized_bank(x_train)
+    assert torch.equal(x_train, before)  # the caller's features are not normalised in place
+    torch.testing.assert_close(bank, F.normalize(x_train, dim=1), rtol=0, atol=0)
+    assert bank.dtype == torch.float32 and bank.is_contiguous()
+    keep = y_train > 0
+    torch.testing.assert_close(knn.normalized_bank(x_train.double(), keep), F.normalize(x_train[keep], dim=1))
+
+
+def test_torch_chunks_are_sized_by_the_bank(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert knn.torch_query_chunk(1000, block_elements=10_000) == 10
+    assert knn.torch_query_chunk(50_000, block_elements=10_000) == 1  # never 0
+    x_train, y_train, x_test, _ = _blobs(8, 400, 37)
+    expected = knn_classify(x_train, y_train, x_test, k=7, temperature=0.1, backend="torch")
+    sizes = []
+    original = knn._Searcher.search
+    monkeypatch.setattr(knn._Searcher, "search", lambda self, q, k: sizes.append(len(q)) or original(self, q, k))
+    monkeypatch.setattr(knn.defaults, "KNN_TORCH_BLOCK_ELEMENTS", 400 * 8)  # 8 queries per block
+    chunked = knn_classify(x_train, y_train, x_test, k=7, temperature=0.1, backend="torch")
+    assert sizes == [8, 8, 8, 8, 5] and torch.equal(chunked[7], expected[7])

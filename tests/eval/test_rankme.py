@@ -108,3 +108,38 @@ def test_rejects_non_finite() -> None:
     z[0, 0] = float("nan")
     with pytest.raises(ConfigError, match="NaN"):
         rankme(z)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_gram_route_equals_a_float64_svd(name: str) -> None:
+    """The Gram + eigvalsh route (N >= D) against torch's float64 SVD, collapsed matrices included."""
+    z = _regenerate(name)
+    sigma = torch.linalg.svdvals(z)
+    p = sigma / sigma.sum() + 1e-7
+    via_svd = float(torch.exp(-(p * p.log()).sum()))
+    assert rankme(z) == pytest.approx(via_svd, rel=1e-12, abs=0)
+
+
+def test_gram_is_accumulated_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssl_toolkit.eval import spectrum
+
+    z = _regenerate("lowrank16_2048x128").float()
+    whole = singular_values(z)
+    monkeypatch.setattr(spectrum, "_CHUNK_ELEMENTS", 128 * 100)  # 100-row chunks, last one partial
+    chunked = singular_values(z)
+    torch.testing.assert_close(chunked, whole, rtol=1e-12, atol=1e-9 * float(whole[0]))
+
+
+def test_wide_matrices_take_the_svd_route() -> None:
+    z = torch.randn(40, 300, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    sigma = singular_values(z)
+    assert sigma.shape == (40,)
+    torch.testing.assert_close(sigma, torch.linalg.svdvals(z), rtol=1e-12, atol=0)
+
+
+def test_numpy_input() -> None:
+    import numpy as np
+
+    z = _regenerate("gauss_2048x256")
+    assert rankme(z.numpy()) == rankme(z)
+    assert rankme(np.asarray(z.float().numpy())) == pytest.approx(rankme(z), rel=1e-4)
