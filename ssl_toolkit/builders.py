@@ -14,7 +14,7 @@ from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages
 from ssl_toolkit.data.generated import GenViewImages, InflatedImages, ViewBank
 from ssl_toolkit.data.views import view_sources
 from ssl_toolkit.model import SSLModel, build_encoder, build_projector
-from ssl_toolkit.objectives import build_objective
+from ssl_toolkit.objectives import build_objective, builder_facts
 
 
 def _plain(node: Any) -> Any:
@@ -87,8 +87,11 @@ def build_train_data(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def build_model(cfg: DictConfig) -> SSLModel:
-    """Encoder + projector + objective as one module (randomly initialised from ``train.seed``)."""
+def build_model(cfg: DictConfig, *, dataset_size: int | None = None, allow_import: bool = False) -> SSLModel:
+    """Encoder + projector + objective as one module (randomly initialised from ``train.seed``).
+
+    ``dataset_size`` (the number of training images) is filled into objectives that declare it;
+    ``allow_import`` lets a ``module:Class`` objective be imported (recipes given to ``train`` only)."""
     encoder = build_encoder(
         cfg.model.backbone,
         small_input=cfg.model.small_input,
@@ -103,7 +106,13 @@ def build_model(cfg: DictConfig) -> SSLModel:
     return SSLModel(
         encoder=encoder,
         projector=projector,
-        objective=build_objective(_plain(cfg.objective)),
+        objective=build_objective(
+            _plain(cfg.objective),
+            known=builder_facts(
+                projector_out=cfg.model.projector_out, view_groups=_plain(cfg.views), dataset_size=dataset_size
+            ),
+            allow_import=allow_import,
+        ),
         ema_momentum=_plain(cfg.model.ema_momentum) if cfg.model.ema else None,
     )
 

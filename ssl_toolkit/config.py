@@ -248,7 +248,7 @@ def validate(cfg: DictConfig) -> None:
     """Check names, kwargs and paths that the schema alone cannot; raise `ConfigError` on the first problem."""
     import timm
 
-    from ssl_toolkit.objectives import build_objective
+    from ssl_toolkit.objectives import builder_facts, check_objective
 
     _choice(cfg.data.name, DATASET_NAMES, "data.name")
     _choice(cfg.data.view_backend, VIEW_BACKENDS, "data.view_backend")
@@ -279,19 +279,21 @@ def validate(cfg: DictConfig) -> None:
             f"monitor: needs every >= 0 (0 = off) and 1 <= knn_bank < samples, got every={mc.every}, "
             f"samples={mc.samples}, knn_bank={mc.knn_bank}"
         )
-    objective = build_objective(OmegaConf.to_container(cfg.objective, resolve=True))  # checks name and kwargs
-    _validate_quality_weights(cfg, objective)
+    check_objective(  # name, kwargs, facts, views, EMA and sample weights; constructs nothing
+        OmegaConf.to_container(cfg.objective, resolve=True),
+        known=builder_facts(
+            projector_out=cfg.model.projector_out, view_groups=OmegaConf.to_container(cfg.views, resolve=True)
+        ),
+        ema=bool(cfg.model.ema),
+        sample_weights=cfg.quality_weights.model_path is not None,
+    )
+    _validate_quality_weights(cfg)
 
 
-def _validate_quality_weights(cfg: DictConfig, objective: Any) -> None:
+def _validate_quality_weights(cfg: DictConfig) -> None:
     qw = cfg.quality_weights
     if qw.model_path is None:
         return
-    if not objective.accepts_sample_weights:
-        raise ConfigError(
-            f"quality_weights: objective {cfg.objective.name!r} does not take per-sample weights; use simclr, dcl "
-            "or dclw, or unset quality_weights.model_path"
-        )
     for key in ("model_path", "pca_path"):
         if qw[key] is None or not Path(qw[key]).exists():
             raise ConfigError(f"quality_weights.{key} does not exist: {qw[key]} (local paths only, nothing downloads)")
