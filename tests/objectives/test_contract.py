@@ -44,6 +44,21 @@ def test_finite_float32_loss_and_detached_scalar_logs(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_bf16_autocast_gives_the_float32_result(name: str) -> None:
+    """Casting is not enough: under autocast a float32 matmul still runs in bf16 (~1e-2 on a loss at τ 0.1)."""
+    objective = build(name)
+    _run(objective, name, range(STEPS - 1))  # queues and tables in use
+    z, ctx = inputs(name, STEPS - 1)
+    expected = copy.deepcopy(objective)(z, ctx).loss
+    (grad,) = torch.autograd.grad(expected, z[0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = copy.deepcopy(objective)(z, ctx).loss
+    (grad_autocast,) = torch.autograd.grad(got, z[0])
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    torch.testing.assert_close(grad_autocast, grad, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_gradients_reach_every_view(name: str) -> None:
     result = single_process(name)
     n_views = sum(key.startswith(f"step{STEPS - 1}.grad.") for key in result)
