@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ssl_toolkit.objectives import OBJECTIVES, Objective, StepContext, build_objective, objective_kwargs
+from tests.dist_helpers import all_gather
 
 GLOBAL_BATCH = 24
 DIM = 16
@@ -141,23 +142,16 @@ def single_process(case: str) -> dict[str, Tensor]:
     return run_steps(build(case), case)
 
 
-def _all_gather(t: Tensor, world: int) -> list[Tensor]:
-    kept = t.to(torch.uint8) if t.dtype == torch.bool else t.contiguous()  # gloo gathers no bool
-    out = [torch.empty_like(kept) for _ in range(world)]
-    dist.all_gather(out, kept)
-    return [o.to(t.dtype) for o in out]
-
-
 def _combined(prefix: str, result: dict[str, Tensor], world: int) -> dict[str, Tensor]:
     """What rank 0 writes of every process's ``result``."""
     out = {}
     for key, t in result.items():
         if key.endswith(".loss") or ".log." in key:  # the engine logs the mean over processes
-            out[f"{prefix}.{key}"] = torch.stack(_all_gather(t, world)).mean(dim=0)
+            out[f"{prefix}.{key}"] = torch.stack(all_gather(t, world)).mean(dim=0)
         elif ".grad." in key:
-            out[f"{prefix}.{key}"] = torch.cat(_all_gather(t, world)) / world
+            out[f"{prefix}.{key}"] = torch.cat(all_gather(t, world)) / world
         elif key.startswith("state."):
-            out |= {f"{prefix}.{key}.rank{r}": v for r, v in enumerate(_all_gather(t, world))}
+            out |= {f"{prefix}.{key}.rank{r}": v for r, v in enumerate(all_gather(t, world))}
         else:  # parameter gradients, averaged already
             out[f"{prefix}.{key}"] = t
     return out
