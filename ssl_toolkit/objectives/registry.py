@@ -6,8 +6,9 @@ A name resolves, in this order, to
 2. an installed package's entry point in the group ``ssl_toolkit.objectives`` (the standard Python plug-in
    mechanism; in its ``pyproject.toml``: ``[project.entry-points."ssl_toolkit.objectives"]`` then
    ``myloss = "mypkg.loss:MyLoss"``);
-3. a ``"package.module:Class"`` string, only when the caller passes ``allow_import=True``: recipes a user
-   gives to ``train``, never a recipe read from a run folder, so reading a run folder executes no code.
+3. a ``"package.module:Class"`` string: a module already imported by this process (naming it runs nothing),
+   or, only when the caller passes ``allow_import=True``, one to import: recipes a user gives to ``train``,
+   never a recipe read from a run folder, so reading a run folder executes no code.
 
 Whatever a name resolves to must be an `Objective` subclass before anything of it is called; importing the
 module (entry point or ``allow_import``) is the only side effect. Keyword arguments are checked against the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -80,14 +82,15 @@ def resolve_objective(name: str, *, allow_import: bool = False) -> type[Objectiv
         except (ImportError, AttributeError) as err:
             raise ConfigError(f"cannot load objective {name!r} ({entry_point.value}): {err}") from err
     elif ":" in name:
-        if not allow_import:
+        module_name, _, attr = name.partition(":")
+        module = sys.modules.get(module_name)  # already imported: naming it runs nothing
+        if module is None and not allow_import:
             raise ConfigError(
                 f"objective {name!r} would import code, which only a recipe given to `train` may do; install it "
                 f"as a package with an {ENTRY_POINT_GROUP!r} entry point, or use one of: {_accepted()}"
             )
-        module_name, _, attr = name.partition(":")
         try:
-            found = getattr(importlib.import_module(module_name), attr)
+            found = getattr(module or importlib.import_module(module_name), attr)
         except (ImportError, AttributeError, ValueError) as err:
             raise ConfigError(f"cannot import objective {name!r}: {err}") from err
     else:

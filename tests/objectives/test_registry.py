@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 import textwrap
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def test_check_constructs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _check({"name": "swav", "n_prototypes": 3000, "proj_dim": 16}) is SwAV
 
 
-def _forbid_imports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def _record_imports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     imported: list[str] = []
     real = importlib.import_module
     monkeypatch.setattr(importlib, "import_module", lambda name, *a: imported.append(name) or real(name, *a))
@@ -114,14 +115,30 @@ def _forbid_imports(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_payload_in_a_recipe_is_never_called(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allow_import: bool
 ) -> None:
+    """``subprocess`` is imported already (naming it runs nothing): Popen is refused before it is called."""
     monkeypatch.chdir(tmp_path)
-    imported = _forbid_imports(monkeypatch)
-    expected = "not a subclass of ssl_toolkit.objectives.Objective" if allow_import else "would import code"
+    imported = _record_imports(monkeypatch)
     for call in (_check, lambda spec, **kw: build_objective(spec, known=KNOWN, **kw)):
-        with pytest.raises(ConfigError, match=expected):
+        with pytest.raises(ConfigError, match="is <class 'subprocess.Popen'>, not a subclass of .*Objective"):
             call(PAYLOAD, allow_import=allow_import)
-    assert imported == (["subprocess", "subprocess"] if allow_import else [])
+    assert imported == []
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("allow_import", [False, True])
+def test_a_module_is_imported_only_with_allow_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, allow_import: bool
+) -> None:
+    """A module planted next to the data (its import would create a file) is imported only when allowed."""
+    (tmp_path / "planted_payload.py").write_text(
+        "from pathlib import Path\nPath(__file__).with_name('pwned').touch()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "planted_payload", raising=False)
+    expected = "cannot import objective" if allow_import else "would import code"
+    with pytest.raises(ConfigError, match=expected):
+        _check("planted_payload:Loss", allow_import=allow_import)
+    assert (tmp_path / "pwned").exists() == allow_import  # importing is the one side effect, and only if allowed
 
 
 def test_a_recipe_with_a_payload_is_refused_at_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,18 +150,21 @@ def test_a_recipe_with_a_payload_is_refused_at_validation(tmp_path: Path, monkey
     recipe.write_text(
         tiny.replace("{name: simclr, temperature: 0.2}", "{name: 'subprocess:Popen', args: 'touch pwned', shell: true}")
     )
-    with pytest.raises(ConfigError, match="would import code"):
+    with pytest.raises(ConfigError, match="not a subclass of .*Objective"):
         config.load(recipe, [f"data.root={tmp_path}"])
     assert not (tmp_path / "pwned").exists()
 
 
-def test_module_class_plugin_only_with_allow_import() -> None:
-    name = "ssl_toolkit.objectives.simclr:SimCLR"
+def test_module_class_names_an_imported_module_or_imports_with_allow_import() -> None:
+    assert (
+        build_objective({"name": "ssl_toolkit.objectives.simclr:SimCLR", "temperature": 0.3}).temperature.value == 0.3
+    )
     with pytest.raises(ConfigError, match="would import code.*entry point"):
-        build_objective(name)
-    assert build_objective({"name": name, "temperature": 0.3}, allow_import=True).temperature.value == 0.3
+        build_objective("no_such_package_here.loss:MyLoss")
     with pytest.raises(ConfigError, match="cannot import objective"):
-        build_objective("ssl_toolkit.objectives.simclr:NoSuchLoss", allow_import=True)
+        build_objective("no_such_package_here.loss:MyLoss", allow_import=True)
+    with pytest.raises(ConfigError, match="cannot import objective"):
+        build_objective("ssl_toolkit.objectives.simclr:NoSuchLoss")
 
 
 def test_an_installed_entry_point_plugin_resolves(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +194,7 @@ def test_an_installed_entry_point_plugin_resolves(tmp_path: Path, monkeypatch: p
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myssl-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\nmyloss = myssl_plugin.loss:MyLoss\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(__import__("sys").modules, "myssl_plugin", raising=False)
+    monkeypatch.delitem(sys.modules, "myssl_plugin", raising=False)
 
     objective = build_objective({"name": "myloss", "scale": 2.0}, known=KNOWN)  # no allow_import needed
     assert type(objective).__name__ == "MyLoss" and objective.proj_dim == 16 and objective.scale == 2.0
