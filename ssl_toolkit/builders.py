@@ -16,7 +16,7 @@ from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages
 from ssl_toolkit.data.generated import GenViewImages, InflatedImages, ViewBank
 from ssl_toolkit.data.view_specs import view_sources
 from ssl_toolkit.model import SSLModel, build_encoder, build_projector
-from ssl_toolkit.objectives import build_objective
+from ssl_toolkit.objectives import build_objective, builder_facts
 
 
 def _plain(node: Any) -> Any:
@@ -103,7 +103,15 @@ def build_model(cfg: DictConfig, data: TrainData | None = None) -> SSLModel:
     return SSLModel(
         encoder=encoder,
         projector=projector,
-        objective=build_objective(_plain(cfg.objective)),
+        objective=build_objective(
+            _plain(cfg.objective),
+            known=builder_facts(
+                projector_out=cfg.model.projector_out,
+                view_groups=_plain(cfg.views),
+                dataset_size=None if data is None else data.size,
+            ),
+            allow_import=True,  # config.load already refused a module:Class it was not allowed to import
+        ),
         ema_momentum=_plain(cfg.model.ema_momentum) if cfg.model.ema else None,
         signals=_build_signals(cfg, data),
     )

@@ -149,25 +149,35 @@ def validate(cfg: DictConfig, *, allow_import: bool = True) -> None:
     _check_generated(cfg)
     _check_output_dir(cfg)
     _check_backbone(cfg.model.backbone)
-    objective = _check_objective(cfg, allow_import=allow_import)
-    _check_quality_weights(cfg, objective)
+    _check_quality_weights(cfg)
+    _check_objective(cfg, allow_import=allow_import)
 
 
-def _check_objective(cfg: DictConfig, *, allow_import: bool) -> Any:
-    from ssl_toolkit.objectives import build_objective
+def _check_objective(cfg: DictConfig, *, allow_import: bool) -> None:
+    """Name, arguments, facts, views, EMA and sample weights (no construction), then the argument values by
+    building it on the meta device (no memory, no data: a fact known only from the data is given as 2)."""
+    import torch
 
-    return build_objective(OmegaConf.to_container(cfg.objective, resolve=True))  # checks name and kwargs
+    from ssl_toolkit.objectives import build_objective, builder_facts, check_objective
+
+    spec = OmegaConf.to_container(cfg.objective, resolve=True)
+    known = builder_facts(projector_out=cfg.model.projector_out, view_groups=cfg.views)
+    check_objective(
+        spec,
+        known=known,
+        ema=bool(cfg.model.ema),
+        sample_weights=cfg.quality_weights.model_path is not None,
+        allow_import=allow_import,
+    )
+    placeholder = {} if "dataset_size" in spec else {"dataset_size": 2}
+    with torch.device("meta"):
+        build_objective(spec, known={**placeholder, **known}, allow_import=allow_import)
 
 
-def _check_quality_weights(cfg: DictConfig, objective: Any) -> None:
+def _check_quality_weights(cfg: DictConfig) -> None:
     qw = cfg.quality_weights
     if qw.model_path is None:
         return
-    if not objective.accepts_sample_weights:
-        raise ConfigError(
-            f"quality_weights: objective {cfg.objective.name!r} does not take per-sample weights; use simclr, dcl "
-            "or dclw, or unset quality_weights.model_path"
-        )
     for key in ("model_path", "pca_path"):
         if qw[key] is None or not Path(qw[key]).exists():
             raise ConfigError(f"quality_weights.{key} does not exist: {qw[key]} (local paths only, nothing downloads)")

@@ -30,28 +30,8 @@ def run_two_processes(worker: Path, *args: str | Path, timeout: int = 240) -> No
 
 
 def all_gather(t: Tensor, world: int) -> list[Tensor]:
-    """``t`` of every process (no gradient), in rank order."""
-    out = [torch.empty_like(t) for _ in range(world)]
-    dist.all_gather(out, t.contiguous())
-    return out
-
-
-def save_losses_and_grads(run, names, out_path: str) -> None:
-    """Worker body: for each configuration ``name``, ``run(name, rank, world) -> (loss, [grad per view])`` on
-    this process; rank 0 saves the mean loss and the gradients of the whole batch (rank order, divided by the
-    number of processes, as DDP averages) to ``out_path`` as safetensors."""
-    from safetensors.torch import save_file
-
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    assert world == 2, world
-    result = {}
-    for name in names:
-        loss, grads = run(name, rank, world)
-        result[f"{name}.loss"] = torch.stack(all_gather(loss, world)).mean().reshape(1)
-        for v, grad in enumerate(grads):
-            result[f"{name}.grad.{v}"] = torch.cat(all_gather(grad, world)) / world
-    if rank == 0:
-        save_file(result, out_path)
-    dist.barrier()
-    dist.destroy_process_group()
+    """``t`` of every process (no gradient), in rank order; bool tensors too (gloo gathers no bool)."""
+    kept = t.to(torch.uint8) if t.dtype == torch.bool else t.contiguous()
+    out = [torch.empty_like(kept) for _ in range(world)]
+    dist.all_gather(out, kept)
+    return [o.to(t.dtype) for o in out]

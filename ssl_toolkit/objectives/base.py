@@ -5,12 +5,13 @@ The engine calls ``objective(z, ctx)`` and knows nothing else about the method; 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -68,15 +69,41 @@ def float32_region(z: list[Tensor]) -> Iterator[list[Tensor]]:
         yield [v.float() for v in z]
 
 
+def unit_views(z: Sequence[Tensor], eps: float = 1e-12) -> Tensor:
+    """The views as unit vectors, stacked, so that a dot product is a cosine similarity.
+
+    Shape:
+        z: V tensors of shape (B, D). Returns (V, B, D).
+    """
+    return F.normalize(torch.stack(list(z)), dim=-1, eps=eps)
+
+
 class Objective(nn.Module):
     """Base class of every self-supervised objective.
 
     Subclasses take keyword-only constructor arguments, normalise and compute in float32 themselves
     (``with float32_region(z) as z:``), keep state
     (queues, per-sample tables) in persistent buffers and learnable things in parameters.
-    Set ``accepts_sample_weights = True`` when ``forward`` honours ``ctx.sample_weights``.
+
+    What an objective needs from the recipe it declares, and `check_objective` checks it once, at
+    validation (forward never re-checks):
+
+    - constructor arguments named like a builder fact (``proj_dim``, ``n_global``, ``n_views``,
+      ``dataset_size``; see `facts.py`) are filled in by `build_objective`; leave them without a default;
+    - the class attributes below.
+
+    Attributes:
+        requires_ema: forward reads ``ctx.z_ema``, the model's EMA branch (``model.ema: true``).
+        min_views: the fewest views forward takes.
+        min_global_views: the fewest global views forward takes.
+        max_views: forward uses only the first ``max_views`` views; None: every view.
+        accepts_sample_weights: forward honours ``ctx.sample_weights``.
     """
 
+    requires_ema: ClassVar[bool] = False
+    min_views: ClassVar[int] = 2
+    min_global_views: ClassVar[int] = 1
+    max_views: ClassVar[int | None] = None
     accepts_sample_weights: ClassVar[bool] = False
 
     def histograms(self) -> dict[str, Tensor]:

@@ -9,12 +9,11 @@ For two views, anchor ``u_i`` (view k) and positive ``u_i'`` (the other view), p
 averaged over the 2B anchors; DCL has ``w_i = 1``, DCLW the negative von Mises-Fisher weight
 ``w_i = 2 - B_g softmax_i(s(u_i, u_i') / σ)``, whose batch mean is 1.
 
-What comes from lightly: two global views, a constant τ and no cross-process gathering use lightly's
-`DCLLoss` as it is (DCLW passes our weight function as its ``weight_fn``; at one process it equals lightly's
-`negative_mises_fisher_weights`). Written here, and why:
+One implementation serves every setting (2 or V views, constant, scheduled or learnable τ, one or several
+processes, sample weights); lightly's `DCLLoss` / `DCLWLoss` are the references the tests compare with where
+they apply (two views, a constant τ, one process, no weights). Written here rather than calling lightly, and why:
 
-- **Scheduled or learnable τ**: lightly's losses take a float. `multiview_dcl` is the same maths with a
-  tensor τ and equals lightly's loss at a constant τ (tested).
+- **Scheduled or learnable τ**: lightly's losses take a float.
 - **More than two views** (lightly's loss is two-view only): each view is an anchor; its positives are the
   *global* views ``z[:n_global]`` other than itself (so a global anchor has ``n_global - 1`` positives and a
   local crop has ``n_global``; local crops are never each other's positives: the spec's multi-crop rule,
@@ -39,23 +38,13 @@ float32 and autocast is switched off for the loss (lightly does not cast).
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
-import torch.nn.functional as F
-from lightly.loss import DCLLoss
-from lightly.utils import dist as lightly_dist
 from torch import Tensor
 
-from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region
+from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region, unit_views
+from ssl_toolkit.objectives.checks import check_bool, check_number
+from ssl_toolkit.objectives.dist import gather_cat, gather_span
 from ssl_toolkit.objectives.temperature import Temperature, build_temperature
-
-
-def _gathering(gather_distributed: bool) -> tuple[int, int]:
-    """``(world, rank)`` of the gather, ``(1, 0)`` when each process keeps to its own batch."""
-    if gather_distributed and lightly_dist.world_size() > 1:
-        return lightly_dist.world_size(), lightly_dist.rank()
-    return 1, 0
 
 
 def negative_vmf_weights(cos: Tensor, sigma: float, *, detach: bool = True, gather_distributed: bool = False) -> Tensor:
@@ -71,17 +60,12 @@ def negative_vmf_weights(cos: Tensor, sigma: float, *, detach: bool = True, gath
         cos: (B, ...). Returns (B, ...).
     """
     s = (cos.detach() if detach else cos) / sigma  # (B, ...)
-    world, rank = _gathering(gather_distributed)
+    world, rank = gather_span(gather_distributed)
     if world > 1:
-        s = torch.cat(lightly_dist.gather(s.contiguous()), dim=0)  # (W*B, ...), grads kept
+        s = gather_cat(s)  # (W*B, ...), grads kept
     w = 2.0 - s.shape[0] * s.softmax(dim=0)  # (W*B, ...)
     batch = cos.shape[0]
     return w[rank * batch : (rank + 1) * batch]  # (B, ...)
-
-
-def _pair_weights(u0: Tensor, u1: Tensor, *, sigma: float, detach: bool, gather_distributed: bool) -> Tensor:
-    """lightly `DCLLoss` ``weight_fn``: vMF weights of (normalised) ``u0``, ``u1``. Shape: (B, D) each -> (B,)."""
-    return negative_vmf_weights((u0 * u1).sum(dim=1), sigma, detach=detach, gather_distributed=gather_distributed)
 
 
 def multiview_dcl(
@@ -104,11 +88,11 @@ def multiview_dcl(
     """
     n_views, batch = len(z), z[0].shape[0]
     n_global = min(n_global, n_views)
-    world, rank = _gathering(gather_distributed)
-    if n_global < 1 or n_views < 2 or world * batch < 2:
-        raise ValueError(f"dcl needs >= 2 views, >= 1 global and >= 2 samples; got V={n_views}, B={world * batch}")
-    u = torch.stack([F.normalize(v, dim=1) for v in z])  # (V, B, D)
-    u_all = torch.cat(lightly_dist.gather(u.contiguous()), dim=1) if world > 1 else u  # (V, W*B, D)
+    world, rank = gather_span(gather_distributed)
+    if world * batch < 2:
+        raise ValueError(f"dcl needs >= 2 samples in the (gathered) batch, got {world * batch}")
+    u = unit_views(z)  # (V, B, D)
+    u_all = gather_cat(u, dim=1) if world > 1 else u  # (V, W*B, D)
     device = u.device
 
     logits = torch.einsum("abd,qnd->abqn", u, u_all) / temperature  # (V, B, V, W*B)
@@ -136,12 +120,6 @@ def multiview_dcl(
     return per_anchor.mean()
 
 
-def _check_bool(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{what} must be true or false, got {value!r}")
-    return value
-
-
 class DCL(Objective):
     """Decoupled contrastive loss (no positive in the denominator); V > 2 as in the module docstring.
 
@@ -159,33 +137,21 @@ class DCL(Objective):
     def __init__(self, *, temperature: float | dict | Temperature = 0.1, gather_distributed: bool = True) -> None:
         super().__init__()
         self.temperature = build_temperature(temperature)
-        self.gather_distributed = _check_bool(gather_distributed, "gather_distributed")
-        self._lightly = self._build_lightly() if self.temperature.is_constant else None
-
-    def _build_lightly(self) -> DCLLoss:
-        """lightly's two-view loss; used only when nothing is gathered across processes."""
-        return DCLLoss(temperature=self.temperature.value, gather_distributed=False)
+        self.gather_distributed = check_bool(gather_distributed, "gather_distributed")
 
     def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
         """Shape: z is V >= 2 tensors of shape (B, D), global views first; returns a scalar loss."""
-        if len(z) < 2:
-            raise ValueError(f"{type(self).__name__.lower()} needs at least 2 views, got {len(z)}")
         with float32_region(z) as z:
             tau = self.temperature(ctx.progress).to(z[0].device)
-            world, _ = _gathering(self.gather_distributed)
-            weighted = ctx.sample_weights is not None
-            if len(z) == 2 and ctx.n_global >= 2 and self._lightly is not None and world == 1 and not weighted:
-                loss = self._lightly(z[0], z[1])
-            else:
-                loss = multiview_dcl(
-                    z,
-                    tau,
-                    n_global=ctx.n_global,
-                    sigma=self.sigma,
-                    detach_weights=self.detach_weights,
-                    gather_distributed=self.gather_distributed,
-                    sample_weights=ctx.sample_weights,
-                )
+            loss = multiview_dcl(
+                z,
+                tau,
+                n_global=ctx.n_global,
+                sigma=self.sigma,
+                detach_weights=self.detach_weights,
+                gather_distributed=self.gather_distributed,
+                sample_weights=ctx.sample_weights,
+            )
         return LossOutput(loss=loss, logs={"temperature": tau.detach()})
 
 
@@ -208,17 +174,9 @@ class DCLW(DCL):
         gather_distributed: bool = True,
         detach_weights: bool = True,
     ) -> None:
-        if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-            raise ValueError(f"sigma must be a number > 0, got {sigma!r}")
         super().__init__(temperature=temperature, gather_distributed=gather_distributed)
-        self.sigma = float(sigma)
-        self.detach_weights = _check_bool(detach_weights, "detach_weights")
-        if self._lightly is not None:  # rebuilt now that the weights are known
-            self._lightly = self._build_lightly()
-
-    def _build_lightly(self) -> DCLLoss:
-        weight_fn = partial(_pair_weights, sigma=self.sigma, detach=self.detach_weights, gather_distributed=False)
-        return DCLLoss(temperature=self.temperature.value, weight_fn=weight_fn, gather_distributed=False)
+        self.sigma = check_number(sigma, "sigma", 0.0, low_open=True)
+        self.detach_weights = check_bool(detach_weights, "detach_weights")
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, detach_weights={self.detach_weights}"

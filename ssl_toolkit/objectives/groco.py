@@ -46,10 +46,11 @@ from types import ModuleType
 
 import torch
 import torch.nn.functional as F
-from lightly.utils import dist as lightly_dist
 from torch import Tensor, nn
 
-from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region
+from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region, unit_views
+from ssl_toolkit.objectives.checks import check_bool, check_choice, check_int, check_number
+from ssl_toolkit.objectives.dist import gather_cat, gather_span
 
 SORTING_NETWORKS = ("odd_even", "bitonic")
 INTERPOLATIONS = ("cauchy", "logistic", "logistic_phi", "gaussian", "reciprocal", "optimal")  # diffsort 0.2.0
@@ -80,13 +81,6 @@ class _SortingNetwork(nn.Module):
         return [tuple(getattr(self, f"{name}_{i}") for name in _MATRICES) for i in range(self.n_layers)]
 
 
-def _gathering(gather_distributed: bool) -> tuple[int, int]:
-    """``(world, rank)`` of the gather, ``(1, 0)`` when each process keeps to its own batch."""
-    if gather_distributed and lightly_dist.world_size() > 1:
-        return lightly_dist.world_size(), lightly_dist.rank()
-    return 1, 0
-
-
 class GroCo(Objective):
     """Group ordering constraints: every positive must sort above the k hardest negatives.
 
@@ -114,25 +108,13 @@ class GroCo(Objective):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(topk_negatives, bool) or not isinstance(topk_negatives, int) or topk_negatives < 1:
-            raise ValueError(f"topk_negatives must be an integer >= 1, got {topk_negatives!r}")
-        for name, value in (("steepness", steepness), ("art_lambda", art_lambda)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"{name} must be a number > 0, got {value!r}")
-        if sorting_network not in SORTING_NETWORKS:
-            raise ValueError(f"sorting_network must be one of {', '.join(SORTING_NETWORKS)}; got {sorting_network!r}")
-        if interpolation not in INTERPOLATIONS:
-            raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
-        for name, value in (("stop_grad", stop_grad), ("gather_distributed", gather_distributed)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be true or false, got {value!r}")
-        self.topk_negatives = topk_negatives
-        self.steepness = float(steepness)
-        self.sorting_network = sorting_network
-        self.interpolation = interpolation
-        self.art_lambda = float(art_lambda)
-        self.stop_grad = stop_grad
-        self.gather_distributed = gather_distributed
+        self.topk_negatives = check_int(topk_negatives, "topk_negatives", 1)
+        self.steepness = check_number(steepness, "steepness", 0.0, low_open=True)
+        self.sorting_network = check_choice(sorting_network, "sorting_network", SORTING_NETWORKS)
+        self.interpolation = check_choice(interpolation, "interpolation", INTERPOLATIONS)
+        self.art_lambda = check_number(art_lambda, "art_lambda", 0.0, low_open=True)
+        self.stop_grad = check_bool(stop_grad, "stop_grad")
+        self.gather_distributed = check_bool(gather_distributed, "gather_distributed")
         # the official sizes (n_pos_augs = 2): global anchors have 1 positive, local crops 2
         self.networks = nn.ModuleDict({str(p): _SortingNetwork(sorting_network, topk_negatives + p) for p in (1, 2)})
 
@@ -146,20 +128,16 @@ class GroCo(Objective):
     def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
         """Shape: z is V >= 2 tensors of shape (B, D), global views first; returns a scalar loss."""
         n_views, n_global = len(z), min(ctx.n_global, len(z))
-        if n_views < 2 or n_global < 1:
-            raise ValueError(f"groco needs >= 2 views, >= 1 of them global; got V={n_views}, n_global={n_global}")
-        world, rank = _gathering(self.gather_distributed)
+        world, rank = gather_span(self.gather_distributed)
         batch = z[0].shape[0]
         if self.topk_negatives > world * batch - 1:
             raise ValueError(
                 f"topk_negatives={self.topk_negatives} needs a batch of more than k samples, got {world * batch}"
             )
         with float32_region(z) as z:
-            u = torch.stack([F.normalize(v, dim=1, eps=1e-8) for v in z])  # (V, B, D)
+            u = unit_views(z, eps=1e-8)  # (V, B, D)
             other = u.detach() if self.stop_grad else u  # the positive / negative side
-            candidates = (
-                torch.cat(lightly_dist.gather(other.contiguous()), dim=1) if world > 1 else other
-            )  # (V, W*B, D)
+            candidates = gather_cat(other, dim=1) if world > 1 else other  # (V, W*B, D)
             cols = torch.arange(world * batch, device=u.device)
             own = cols[None, :] == torch.arange(batch, device=u.device)[:, None] + rank * batch  # (B, W*B)
 

@@ -17,8 +17,9 @@ gradient is the SogCLR estimator (its value is not F and can be negative); ∇τ
 (β weights the *new* gradient); τ_i ← clip(τ_i - η m_i, τ_min, τ_max); u_i ← mean of the two views' u_a.
 The loss uses τ from before the update. Matches the official code and LibAUC on the spec's reference.
 
-Written here because lightly has no loss with per-sample state; only its gradient-keeping gather
-(`lightly.utils.dist.gather`, for the negatives) is reused. Choices, and where they differ from the sources:
+Written here because lightly has no loss with per-sample state; only its gathers are reused
+(`lightly.utils.dist.gather`, gradients kept, for the negatives; `concat_all_gather` for the table rows).
+Choices, and where they differ from the sources:
 
 - **Defaults** are the official README's (CIFAR-100): γ=0.8, ρ=0.4, η=0.03, β=0.5, τ_init=0.1, τ∈[0.05, 1].
   LibAUC ``GCLoss_v1`` uses γ=0.9, ρ=0.3 ("0.1~0.5 for unimodal"), η=0.01, β=0.9, τ_max=0.7 and no clip; the
@@ -37,8 +38,9 @@ Written here because lightly has no loss with per-sample state; only its gradien
   without gradient, and writes every row, so the tables are identical on all ranks and equal to one process
   on the global batch, with or without ``gather_distributed``. An id twice in a global batch keeps its first
   occurrence's row, the same on every rank.
-- **Views**: iSogCLR is a two-view objective. It uses ``z[0]`` and ``z[1]`` (global views first) and ignores
-  any further view, with a warning; its recipes generate only the two global views.
+- **Views**: iSogCLR is a two-view objective (``min_global_views = max_views = 2``): it uses ``z[0]`` and
+  ``z[1]``, and a recipe with more views fails at validation. ``dataset_size`` is a builder fact (the
+  number of training images), so ``data.subset`` cannot leave it wrong.
 - **Numerics**: as the unimodal official code, exp(s/τ) is not shifted by a running maximum (the bimodal
   variant's trick for τ ≈ 0.005), so the maths runs in float32 with autocast off and ``tau_min`` must be
   >= 0.02 (exp(1/0.05) = 4.9e8 already overflows fp16).
@@ -47,31 +49,17 @@ Written here because lightly has no loss with per-sample state; only its gradien
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
-import torch.nn.functional as F
+from lightly.models.utils import concat_all_gather
 from lightly.utils import dist as lightly_dist
 from torch import Tensor
 
-from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region
+from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region, unit_views
+from ssl_toolkit.objectives.checks import check_bool, check_choice, check_int, check_number
+from ssl_toolkit.objectives.dist import gather_cat, gather_span
 
 GAMMA_SCHEDULES = ("constant", "cosine")
-
-
-def _number(value: object, what: str, lo: float, hi: float = math.inf, *, lo_open: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (lo < value if lo_open else lo <= value) or not value <= hi:  # type: ignore[operator]
-        low = f"> {lo}" if lo_open else f">= {lo}"
-        raise ValueError(f"isogclr: {what} must be a number {low} and <= {hi}, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _all_gather_no_grad(t: Tensor, world: int) -> Tensor:
-    """Concatenate ``t`` of every process along dim 0 (plain `all_gather`: no gradient)."""
-    out = [torch.empty_like(t) for _ in range(world)]
-    torch.distributed.all_gather(out, t.contiguous())
-    return torch.cat(out)  # (W*B, ...)
 
 
 def _first_occurrence(ids: Tensor) -> Tensor:
@@ -86,7 +74,7 @@ class ISogCLR(Objective):
     """RGCL with per-sample moving averages ``u`` and per-sample temperatures ``τ`` (not trained by autograd).
 
     Args:
-        dataset_size: number of training samples; ``ctx.ids`` must lie in ``[0, dataset_size)``.
+        dataset_size: number of training samples (a builder fact); ``ctx.ids`` lie in ``[0, dataset_size)``.
         gamma: moving-average weight γ of the new estimate in u (its final value under a cosine schedule).
         rho: the KL radius ρ of the DRO; larger ρ pushes τ down (harder negatives weigh more).
         eta: step size η of the τ update.
@@ -99,6 +87,9 @@ class ISogCLR(Objective):
         tau_grad_clip: clip ∇τ to ``[-c, c]`` (official code: 3.0); None: no clip (LibAUC).
         gather_distributed: take negatives from every process (gradients kept).
     """
+
+    min_global_views = 2
+    max_views = 2
 
     def __init__(
         self,
@@ -117,27 +108,23 @@ class ISogCLR(Objective):
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(dataset_size, bool) or not isinstance(dataset_size, int) or dataset_size < 1:
-            raise ValueError(f"isogclr: dataset_size must be an int >= 1, got {dataset_size!r}")
-        if gamma_schedule not in GAMMA_SCHEDULES:
-            raise ValueError(f"isogclr: gamma_schedule {gamma_schedule!r} is not known; accepted: {GAMMA_SCHEDULES}")
-        self.dataset_size = dataset_size
-        self.gamma = _number(gamma, "gamma", 0.0, 1.0, lo_open=True)
-        self.rho = _number(rho, "rho", 0.0)
-        self.eta = _number(eta, "eta", 0.0)
-        self.beta = _number(beta, "beta", 0.0, 1.0, lo_open=True)
-        self.tau_min = _number(tau_min, "tau_min", 0.02)
-        self.tau_max = _number(tau_max, "tau_max", self.tau_min)
-        tau_init = _number(tau_init, "tau_init (between tau_min and tau_max)", self.tau_min, self.tau_max)
-        self.gamma_schedule = gamma_schedule
-        self.gamma_decay_progress = _number(gamma_decay_progress, "gamma_decay_progress", 0.0, 1.0, lo_open=True)
-        self.tau_grad_clip = None if tau_grad_clip is None else _number(tau_grad_clip, "tau_grad_clip", 0, lo_open=True)
-        self.gather_distributed = gather_distributed
+        self.dataset_size = check_int(dataset_size, "dataset_size", 1)
+        self.gamma_schedule = check_choice(gamma_schedule, "gamma_schedule", GAMMA_SCHEDULES)
+        self.gamma = check_number(gamma, "gamma", 0.0, 1.0, low_open=True)
+        self.rho = check_number(rho, "rho", 0.0)
+        self.eta = check_number(eta, "eta", 0.0)
+        self.beta = check_number(beta, "beta", 0.0, 1.0, low_open=True)
+        self.tau_min = check_number(tau_min, "tau_min", 0.02)
+        self.tau_max = check_number(tau_max, "tau_max", self.tau_min)
+        tau_init = check_number(tau_init, "tau_init (between tau_min and tau_max)", self.tau_min, self.tau_max)
+        self.gamma_decay_progress = check_number(gamma_decay_progress, "gamma_decay_progress", 0.0, 1.0, low_open=True)
+        clip = tau_grad_clip
+        self.tau_grad_clip = None if clip is None else check_number(clip, "tau_grad_clip", 0.0, low_open=True)
+        self.gather_distributed = check_bool(gather_distributed, "gather_distributed")
         self.register_buffer("u", torch.zeros(dataset_size))
         self.register_buffer("tau", torch.full((dataset_size,), tau_init))
         self.register_buffer("tau_momentum", torch.zeros(dataset_size))
         self.register_buffer("seen", torch.zeros(dataset_size, dtype=torch.bool))
-        self._warned_views = False
 
     def gamma_at(self, progress: float) -> float:
         """γ at training ``progress`` in [0, 1]."""
@@ -155,7 +142,7 @@ class ISogCLR(Objective):
         return {"tau": self.tau_histogram_values()}
 
     def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
-        """Shape: z is V >= 2 tensors of shape (B, D) (only z[0], z[1] are used); ctx.ids (B,). Scalar loss."""
+        """Shape: z is 2 tensors of shape (B, D) (only z[0], z[1] are used); ctx.ids (B,). Scalar loss."""
         ids = self._checked_ids(z, ctx)
         with float32_region(z[:2]) as (z1, z2):
             loss, rows = self._loss_and_rows(z1, z2, ids, ctx.progress)
@@ -164,11 +151,6 @@ class ISogCLR(Objective):
         return LossOutput(loss=loss, logs=logs)
 
     def _checked_ids(self, z: list[Tensor], ctx: StepContext) -> Tensor:
-        if len(z) < 2 or ctx.n_global < 2:
-            raise ValueError(f"isogclr needs 2 global views, got {len(z)} views of which {ctx.n_global} global")
-        if len(z) > 2 and not self._warned_views:
-            warnings.warn(f"isogclr uses the first 2 global views; the other {len(z) - 2} are ignored", stacklevel=3)
-            self._warned_views = True
         if ctx.ids is None:
             raise ValueError("isogclr needs the dataset indices of the batch (ctx.ids)")
         ids = ctx.ids.to(device=self.u.device, dtype=torch.long).reshape(-1)
@@ -183,13 +165,11 @@ class ISogCLR(Objective):
 
     def _loss_and_rows(self, z1: Tensor, z2: Tensor, ids: Tensor, progress: float) -> tuple[Tensor, Tensor]:
         """The surrogate loss and each sample's new table row ``[u, momentum, τ, τ used]`` (B, 4)."""
-        u1, u2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)  # (B, D)
+        u1, u2 = unit_views([z1, z2])  # (B, D) each
         batch, device = u1.shape[0], u1.device
-        world, rank = 1, 0
-        if self.gather_distributed and lightly_dist.world_size() > 1:
-            world, rank = lightly_dist.world_size(), lightly_dist.rank()
-        c1 = torch.cat(lightly_dist.gather(u1), dim=0) if world > 1 else u1  # (B_g, D), grads kept
-        c2 = torch.cat(lightly_dist.gather(u2), dim=0) if world > 1 else u2
+        world, rank = gather_span(self.gather_distributed)
+        c1 = gather_cat(u1) if world > 1 else u1  # (B_g, D), grads kept
+        c2 = gather_cat(u2) if world > 1 else u2
         global_b = c1.shape[0]
         sim = torch.cat([u1, u2]) @ torch.cat([c1, c2]).T  # (2B, 2B_g): anchors view-major, candidates too
         rows = torch.arange(2 * batch, device=device)
@@ -227,7 +207,7 @@ class ISogCLR(Objective):
         rows = rows.to(self.u.device)
         world = lightly_dist.world_size()
         if world > 1:  # always, even without gather_distributed: the tables must stay identical on all ranks
-            ids, rows = _all_gather_no_grad(ids, world), _all_gather_no_grad(rows, world)  # (W*B,), (W*B, 4)
+            ids, rows = concat_all_gather(ids.contiguous()), concat_all_gather(rows.contiguous())  # (W*B,), (W*B, 4)
         first = _first_occurrence(ids)
         ids, rows = ids[first], rows[first]  # (U,), (U, 4)
         self.u[ids] = rows[:, 0]

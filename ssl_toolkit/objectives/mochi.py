@@ -16,8 +16,9 @@ persistent ring buffer with a fill count; keys are gathered with lightly's `conc
 
 Choices of `MoCHi` (the paper leaves them open):
 
-- **Keys**: ``ctx.z_ema`` (the EMA branch, MoCo's key encoder) when the model has one, otherwise the other
-  global view detached. Only the first two global views are used; local crops are ignored.
+- **Keys**: ``ctx.z_ema``, the EMA branch (MoCo's key encoder): ``requires_ema``, so a recipe without
+  ``model.ema: true`` fails at validation instead of silently taking the other view as keys. Only the two
+  global views are used (``max_views = 2``; a recipe with more views fails at validation).
 - **Symmetrised**: the mean of the two directions (as lightly's MoCo example, ``0.5 * (L(q0, k1) + L(q1, k0))``).
   Both use the queue as it was before the step; afterwards the gathered keys of view 0, then view 1, are
   enqueued (as MoCo's CIFAR demo), never synthetic points.
@@ -37,10 +38,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from lightly.models.utils import concat_all_gather
-from lightly.utils import dist as lightly_dist
 from torch import Tensor
 
 from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region
+from ssl_toolkit.objectives.checks import check_bool, check_int
+from ssl_toolkit.objectives.dist import gather_span
 from ssl_toolkit.objectives.temperature import Temperature, build_temperature
 
 
@@ -130,12 +132,6 @@ def _synthetic_negatives(
     return torch.cat([h, h_q], dim=1)  # (B, s + s', D)
 
 
-def _count(value: object, what: str, low: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{what} must be an integer >= {low}, got {value!r}")
-    return value
-
-
 class MoCHi(Objective):
     """MoCo InfoNCE against a queue of keys, with hard negative mixing (see the module docstring).
 
@@ -147,9 +143,13 @@ class MoCHi(Objective):
         n_mix: s, mixes of two hard negatives per query.
         n_query_mix: s', mixes of the query and a hard negative per query.
         warmup: steps (``ctx.step``) before mixing starts; plain MoCo until then.
-        proj_dim: feature size of the queue; must equal ``model.projector_out``.
+        proj_dim: feature size of the queue (a builder fact: ``model.projector_out``).
         gather_distributed: enqueue the keys of every process (the queue is the same on every process).
     """
+
+    requires_ema = True
+    min_global_views = 2
+    max_views = 2
 
     def __init__(
         self,
@@ -160,30 +160,23 @@ class MoCHi(Objective):
         n_mix: int = 1024,
         n_query_mix: int = 256,
         warmup: int = 0,
-        proj_dim: int = 128,
+        proj_dim: int,
         gather_distributed: bool = True,
     ) -> None:
         super().__init__()
         self.temperature = build_temperature(temperature)
-        self.queue_size = _count(queue_size, "queue_size", 1)
-        self.n_hard = _count(n_hard, "n_hard")
+        self.queue_size = check_int(queue_size, "queue_size", 1)
+        self.n_hard = check_int(n_hard, "n_hard")
         if self.n_hard > self.queue_size:
             raise ValueError(f"n_hard ({n_hard}) cannot exceed queue_size ({queue_size})")
-        self.n_mix, self.n_query_mix = _count(n_mix, "n_mix"), _count(n_query_mix, "n_query_mix")
-        self.warmup, self.proj_dim = _count(warmup, "warmup"), _count(proj_dim, "proj_dim", 1)
-        if not isinstance(gather_distributed, bool):
-            raise ValueError(f"gather_distributed must be true or false, got {gather_distributed!r}")
-        self.gather_distributed = gather_distributed
+        self.n_mix, self.n_query_mix = check_int(n_mix, "n_mix"), check_int(n_query_mix, "n_query_mix")
+        self.warmup, self.proj_dim = check_int(warmup, "warmup"), check_int(proj_dim, "proj_dim", 1)
+        self.gather_distributed = check_bool(gather_distributed, "gather_distributed")
         self.register_buffer("queue", torch.zeros(self.queue_size, self.proj_dim))  # normalised keys
         self.register_buffer("queue_ids", torch.full((self.queue_size,), -1, dtype=torch.int64))  # -1: unknown
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))  # next slot to write
         self.register_buffer("queue_fill", torch.zeros((), dtype=torch.int64))  # valid entries: queue[:fill]
         self.register_buffer("mix_seed", torch.tensor(torch.initial_seed() % 2**62, dtype=torch.int64))
-
-    def _world(self) -> tuple[int, int]:
-        if self.gather_distributed and lightly_dist.world_size() > 1:
-            return lightly_dist.world_size(), lightly_dist.rank()
-        return 1, 0
 
     def mixing_draws(self, rows: int, n_hard: int, *, step: int, direction: int) -> dict[str, Tensor]:
         """The draws of one direction for ``rows`` (global) queries; no mixing when ``n_hard`` is 0.
@@ -205,16 +198,11 @@ class MoCHi(Objective):
         }
 
     def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
-        """Shape: z is V >= 2 tensors of shape (B, proj_dim), global views first; returns a scalar loss."""
-        keys = list(ctx.z_ema[:2]) if ctx.z_ema else [v.detach() for v in z[:2]]
-        if len(z) < 2 or ctx.n_global < 2 or len(keys) < 2:
-            raise ValueError(f"mochi needs 2 global views (and 2 EMA outputs if any), got n_global={ctx.n_global}")
-        if z[0].shape[1] != self.proj_dim or keys[0].shape[1] != self.proj_dim:
-            raise ValueError(
-                f"mochi: the projector outputs {z[0].shape[1]} features but objective.proj_dim is {self.proj_dim}; "
-                "set proj_dim to model.projector_out"
-            )
-        world, rank = self._world()
+        """Shape: z is the 2 global views, (B, proj_dim) each; ctx.z_ema their EMA outputs. Returns a scalar loss."""
+        keys = list(ctx.z_ema[:2])
+        if len(keys) < 2:  # the engine always passes them (requires_ema); a direct caller may not
+            raise ValueError("mochi takes its keys from ctx.z_ema, the EMA branch's 2 global views (model.ema: true)")
+        world, rank = gather_span(self.gather_distributed)
         batch, fill = z[0].shape[0], int(self.queue_fill)
         ids = ctx.ids.to(self.queue.device) if ctx.ids is not None else None
         exclude = None if ids is None else (self.queue_ids[None, :fill] == ids[:, None]) & (ids[:, None] >= 0)

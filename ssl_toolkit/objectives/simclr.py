@@ -1,24 +1,25 @@
-"""SimCLR: NT-Xent for two views, the multi-positive SupCon L_out form for more.
+"""SimCLR: NT-Xent for two views, the multi-positive SupCon L_out form for more, in one implementation.
 
 SimCLR (Chen et al., 2020): https://arxiv.org/abs/2002.05709
 SupCon L_out (Khosla et al., 2020): https://arxiv.org/abs/2004.11362
 
-Two views use lightly's `NTXentLoss` unchanged. lightly has no multi-view NT-Xent, so the V > 2 form is
-written here: every embedding is an anchor, its V - 1 other views are positives, every other embedding
-(across processes when gathering) is in the denominator, and the loss is the mean over anchors of the
-mean positive log-likelihood. At V = 2 it is exactly NT-Xent. Inputs are cast to float32 first, so the
-loss is computed in fp32 under autocast (lightly does not cast).
+Every embedding is an anchor, its other views are positives, every other embedding (across processes when
+gathering) is in the denominator, and the loss is the mean over anchors of the mean positive log-likelihood;
+at V = 2 it is exactly NT-Xent. Written here rather than calling lightly's `NTXentLoss`, and why: lightly's loss
+takes two views, a float τ and no per-sample weights, and builds its gather mask on the CPU (spec §0.2: may
+fail on multi-GPU), while one formula must serve 2 or V views, a constant, scheduled or learnable τ, one or
+several processes and sample weights. lightly's `NTXentLoss` is the reference the tests compare with wherever
+it applies (2 views, constant τ, no weights). Inputs are cast to float32 first, so the loss is computed in
+fp32 under autocast.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
-from lightly.loss import NTXentLoss
-from lightly.utils import dist as lightly_dist
 from torch import Tensor
 
-from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region
+from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region, unit_views
+from ssl_toolkit.objectives.dist import gather_cat, gather_span
 from ssl_toolkit.objectives.temperature import Temperature, build_temperature
 
 
@@ -50,34 +51,21 @@ class SimCLR(Objective):
         self.temperature = build_temperature(temperature)
         self.gather_distributed = gather_distributed
         self.positives = positives
-        # a constant τ uses lightly's loss as it is; a scheduled or learnable one the same maths written here
-        self._ntxent = (
-            NTXentLoss(temperature=self.temperature.value, gather_distributed=gather_distributed)
-            if self.temperature.is_constant
-            else None
-        )
 
     def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
         """Shape: z is V >= 2 tensors of shape (B, D); returns a scalar loss."""
-        if len(z) < 2:
-            raise ValueError(f"simclr needs at least 2 views, got {len(z)}")
+        n_pos = ctx.n_global if self.positives == "global" else len(z)
+        if n_pos < 2:  # depends on an argument, so the class attributes cannot say it
+            raise ValueError("simclr positives='global' needs >= 2 global views; use positives='all'")
         with float32_region(z) as z:
-            tau = self.temperature(ctx.progress)
-            # lightly builds its gather mask on the CPU (spec §0.2: may fail on multi-GPU), so it runs one process only
-            one_process = not (self.gather_distributed and lightly_dist.world_size() > 1)
-            if len(z) == 2 and self._ntxent is not None and one_process and ctx.sample_weights is None:
-                loss = self._ntxent(z[0], z[1])
-            else:
-                n_pos = ctx.n_global if self.positives == "global" else len(z)
-                if n_pos < 2:
-                    raise ValueError("simclr positives='global' needs >= 2 global views; use positives='all'")
-                loss = multiview_ntxent(
-                    z,
-                    tau,
-                    gather_distributed=self.gather_distributed,
-                    n_positive_views=n_pos,
-                    sample_weights=ctx.sample_weights,
-                )
+            tau = self.temperature(ctx.progress).to(z[0].device)
+            loss = multiview_ntxent(
+                z,
+                tau,
+                gather_distributed=self.gather_distributed,
+                n_positive_views=n_pos,
+                sample_weights=ctx.sample_weights,
+            )
         return LossOutput(loss=loss, logs={"temperature": tau.detach()})
 
 
@@ -99,15 +87,11 @@ def multiview_ntxent(
         z: V tensors of shape (B, D), un-normalised. Returns a scalar.
     """
     n_views, batch = len(z), z[0].shape[0]
-    u = [F.normalize(v, dim=1) for v in z]
-    world, rank = 1, 0
-    if gather_distributed and lightly_dist.world_size() > 1:
-        world, rank = lightly_dist.world_size(), lightly_dist.rank()
-        u_all = [torch.cat(lightly_dist.gather(v), dim=0) for v in u]  # V x (W*B, D), grads kept
-    else:
-        u_all = u
-    anchors = torch.cat(u, dim=0)  # (V*B, D)
-    candidates = torch.cat(u_all, dim=0)  # (V*W*B, D), view-major
+    u = unit_views(z)  # (V, B, D)
+    world, rank = gather_span(gather_distributed)
+    u_all = gather_cat(u, dim=1) if world > 1 else u  # (V, W*B, D), grads kept
+    anchors = u.flatten(0, 1)  # (V*B, D)
+    candidates = u_all.flatten(0, 1)  # (V*W*B, D), view-major
     logits = anchors @ candidates.T / temperature  # (V*B, V*W*B)
 
     device = logits.device

@@ -5,7 +5,8 @@ SwAV (Caron et al., NeurIPS 2020): https://arxiv.org/abs/2006.09882; follows the
 
 Each forward renormalises the prototype rows to unit length in place (the official code does it at the start
 of every iteration), L2-normalises the projector outputs and scores them, ``s_v = u_v Cᵀ``. Codes come only
-from the global crops ``z[:n_global]`` (Sinkhorn-Knopp on detached scores); every other crop, the other global
+from the global crops ``z[:n_global]`` (Sinkhorn-Knopp on detached scores; ``n_global`` and ``proj_dim`` are
+builder facts, filled in from the views and ``model.projector_out``); every other crop, the other global
 crops and all local crops, predicts each code with ``softmax(s_v / τ)``:
 
     L = 1/n_global Σ_i 1/(V-1) Σ_{v≠i} -1/B Σ_b Σ_k q_i[b,k] log p_v[b,k]
@@ -43,10 +44,11 @@ import math
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from lightly.utils import dist as lightly_dist
 from torch import Tensor, nn
 
-from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region
+from ssl_toolkit.objectives.base import LossOutput, Objective, StepContext, float32_region, unit_views
+from ssl_toolkit.objectives.checks import check_bool, check_int, check_number
+from ssl_toolkit.objectives.dist import gather_cat, gather_span
 from ssl_toolkit.objectives.temperature import Temperature, build_temperature
 
 # exp(1 / ε) of a unit score overflows float32 below this ε (the official values are 0.05 and 0.03)
@@ -83,7 +85,7 @@ def sinkhorn(
     Shape:
         scores: (B, K); shared: (L, K). Returns (B, K) codes, each row summing to 1.
     """
-    world = lightly_dist.world_size() if distributed else 1
+    world, _ = gather_span(distributed)
     n_shared = 0 if shared is None else shared.shape[0]
     dtype = torch.promote_types(scores.dtype, torch.float32)
     everything = scores if shared is None else torch.cat([shared, scores])
@@ -114,19 +116,12 @@ def swapped_prediction_loss(scores: list[Tensor], codes: list[Tensor], temperatu
     return loss / len(codes)
 
 
-def _check(value: int | float, what: str, low: float, integer: bool = True) -> None:
-    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
-    if not ok or not value >= low:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{what} must be {kind} >= {low}, got {value!r}")
-
-
 class SwAV(Objective):
     """SwAV loss with bias-free prototypes, a distributed Sinkhorn, an optional queue and prototype freezing.
 
     Args:
         n_prototypes: number of prototypes K (official 3000 for ImageNet).
-        proj_dim: the projector's output size; must equal ``model.projector_out`` (checked at forward).
+        proj_dim: the projector's output size (a builder fact: ``model.projector_out``).
         temperature: τ of the predictions (official 0.1): a number, ``{kind: cosine, start, end}`` or
             ``{kind: learnable, init, min, max}`` (see `temperature.py`).
         sinkhorn_iterations: Sinkhorn-Knopp iterations (official 3).
@@ -134,7 +129,7 @@ class SwAV(Objective):
         queue_length: embeddings per global crop kept in the queue, counted over all processes; 0: no queue
             (official 3840 = 15 batches at batch 256, none at 4096).
         queue_start: training fraction (``ctx.progress``) from which the queue is filled; it is used once full.
-        n_global: number of global crops (``ctx.n_global``); sizes the queue, checked when there is one.
+        n_global: number of global crops, whose codes are predicted (a builder fact); sizes the queue.
         freeze_prototypes_steps: the prototypes get a zero gradient while ``ctx.step`` is below this.
         gather_distributed: Sinkhorn over the batches of all processes and a queue of all processes'
             embeddings (identical everywhere); False keeps each process to its own batch.
@@ -144,13 +139,13 @@ class SwAV(Objective):
         self,
         *,
         n_prototypes: int = 3000,
-        proj_dim: int = 128,
+        proj_dim: int,
         temperature: float | dict | Temperature = 0.1,
         sinkhorn_iterations: int = 3,
         sinkhorn_epsilon: float = 0.05,
         queue_length: int = 0,
         queue_start: float = 0.0,
-        n_global: int = 2,
+        n_global: int,
         freeze_prototypes_steps: int = 0,
         gather_distributed: bool = True,
     ) -> None:
@@ -163,29 +158,16 @@ class SwAV(Objective):
             (n_global, "n_global", 1),
             (freeze_prototypes_steps, "freeze_prototypes_steps", 0),
         ]:
-            _check(value, what, low)
-        _check(queue_start, "queue_start", 0.0, integer=False)
-        if queue_start > 1.0:
-            raise ValueError(f"queue_start is a fraction of training in [0, 1], got {queue_start}")
-        _check(sinkhorn_epsilon, "sinkhorn_epsilon", MIN_EPSILON, integer=False)
+            check_int(value, what, low)
         self.temperature = build_temperature(temperature)
-        self.sinkhorn_iterations, self.sinkhorn_epsilon = sinkhorn_iterations, float(sinkhorn_epsilon)
-        self.queue_start, self.n_global = float(queue_start), n_global
-        self.freeze_prototypes_steps, self.gather_distributed = freeze_prototypes_steps, gather_distributed
+        self.sinkhorn_iterations = sinkhorn_iterations
+        self.sinkhorn_epsilon = check_number(sinkhorn_epsilon, "sinkhorn_epsilon", MIN_EPSILON)
+        self.queue_start = check_number(queue_start, "queue_start (a fraction of training)", 0.0, 1.0)
+        self.n_global, self.freeze_prototypes_steps = n_global, freeze_prototypes_steps
+        self.gather_distributed = check_bool(gather_distributed, "gather_distributed")
         self.prototypes = nn.Linear(proj_dim, n_prototypes, bias=False)
         self.register_buffer("queue", torch.zeros(n_global, queue_length, proj_dim))  # newest first
         self.register_buffer("queue_fill", torch.zeros((), dtype=torch.int64))  # valid rows, <= queue_length
-
-    def _validate(self, z: list[Tensor], ctx: StepContext) -> None:
-        if len(z) < 2:
-            raise ValueError(f"swav needs at least 2 views, got {len(z)}")
-        if not 1 <= ctx.n_global <= len(z):
-            raise ValueError(f"ctx.n_global must be in [1, {len(z)}], got {ctx.n_global}")
-        proj_dim = self.prototypes.in_features
-        if z[0].shape[1] != proj_dim:
-            raise ValueError(f"swav proj_dim={proj_dim} must equal model.projector_out, got z of size {z[0].shape[1]}")
-        if self.queue.shape[1] and ctx.n_global != self.n_global:
-            raise ValueError(f"swav n_global={self.n_global} sizes the queue but the views have {ctx.n_global}")
 
     def _queue_in_use(self, ctx: StepContext) -> bool:
         length = self.queue.shape[1]
@@ -197,17 +179,14 @@ class SwAV(Objective):
         length = self.queue.shape[1]
         if not self.training or length == 0 or ctx.progress < self.queue_start:
             return
+        world, _ = gather_span(self.gather_distributed)
         for i, v in enumerate(u):
-            new = torch.cat(lightly_dist.gather(v)) if self._world() > 1 else v  # (B_g, D)
+            new = gather_cat(v) if world > 1 else v  # (B_g, D)
             self.queue[i] = torch.cat([new.to(self.queue.dtype), self.queue[i]])[:length]
         self.queue_fill.add_(new.shape[0]).clamp_(max=length)
 
-    def _world(self) -> int:
-        return lightly_dist.world_size() if self.gather_distributed else 1
-
     def forward(self, z: list[Tensor], ctx: StepContext = StepContext()) -> LossOutput:  # noqa: B008
-        """Shape: z is V >= 2 tensors of shape (B, proj_dim), the ``ctx.n_global`` global crops first."""
-        self._validate(z, ctx)
+        """Shape: z is V >= 2 tensors of shape (B, proj_dim), the ``n_global`` global crops first."""
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         frozen = ctx.step < self.freeze_prototypes_steps
@@ -217,8 +196,8 @@ class SwAV(Objective):
             weight = self.prototypes.weight.float()  # (K, D), unit rows
             if frozen:  # zero gradient, yet used, so DDP reduces it as every other step
                 weight = weight.detach() + 0.0 * weight
-            u = [F.normalize(v, dim=1) for v in z]  # V x (B, D)
-            scores = [v @ weight.T for v in u]  # V x (B, K)
+            u = unit_views(z)  # (V, B, D)
+            scores = list(u @ weight.T)  # V x (B, K)
             codes = [
                 sinkhorn(
                     scores[i].detach(),
@@ -227,10 +206,10 @@ class SwAV(Objective):
                     epsilon=self.sinkhorn_epsilon,
                     distributed=self.gather_distributed,
                 )
-                for i in range(ctx.n_global)
+                for i in range(self.n_global)
             ]  # n_global x (B, K)
             loss = swapped_prediction_loss(scores, codes, tau)
-            self._enqueue([v.detach() for v in u[: ctx.n_global]], ctx)
+            self._enqueue(list(u[: self.n_global].detach()), ctx)
             entropy = torch.stack([-(q * q.clamp_min(1e-30).log()).sum(dim=1).mean() for q in codes]).mean()
         device = loss.device
         logs = {

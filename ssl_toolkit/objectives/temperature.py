@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ssl_toolkit.objectives.checks import check_number
+
 TEMPERATURE_KINDS = ("constant", "cosine", "learnable")
 
 
@@ -58,10 +60,6 @@ class Temperature(nn.Module):
         if kind == "learnable":
             self.log_tau = nn.Parameter(torch.tensor(math.log(self.value)))
 
-    @property
-    def is_constant(self) -> bool:
-        return self.kind == "constant"
-
     def forward(self, progress: float = 0.0) -> Tensor:
         if self.kind == "learnable":
             with torch.no_grad():  # projection onto [log min, log max]; the exp below keeps its gradient
@@ -82,9 +80,7 @@ class Temperature(nn.Module):
 
 
 def _positive(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{what} must be a number > 0, got {value!r}")
-    return float(value)
+    return check_number(value, what, 0.0, low_open=True)
 
 
 def build_temperature(spec: float | Mapping[str, Any] | Temperature) -> Temperature:

@@ -1,4 +1,4 @@
-"""GroCo against the reference values (official learning_by_sorting code + diffsort 0.2.0, ../shared/reference)
+"""GroCo against the reference values (official learning_by_sorting code + diffsort 0.2.0, tests/reference)
 and a per-comparator odd-even sorter written here from the spec, independently of ssl_toolkit/objectives/groco.py.
 """
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import diffsort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,9 +15,7 @@ from ssl_toolkit.errors import ConfigError
 from ssl_toolkit.objectives import StepContext, build_objective
 from tests.conftest import reference
 
-diffsort = pytest.importorskip("diffsort")
-
-NAME = "ssl_toolkit.objectives.groco:GroCo"
+NAME = "groco"
 TOL = 1e-5
 CASES = ["groco_small_V2_k5", "groco_small_V4_k5", "groco_small_V2_k5_nostopgrad"]
 
@@ -160,20 +159,6 @@ def test_reference_on_cuda_after_to() -> None:
     torch.testing.assert_close(z[0].grad.cpu(), torch.tensor(case["grad"]["view0"]), atol=TOL, rtol=0)
 
 
-def test_bf16_autocast_gives_the_float32_result() -> None:
-    z = _randn(6, batch=32, dim=24, seed=4)
-    objective = build_objective(NAME)
-    ctx = StepContext(n_global=2)
-    expected = objective(z, ctx).loss
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = objective(z, ctx)
-    assert got.loss.dtype == torch.float32
-    torch.testing.assert_close(got.loss, expected, atol=1e-6, rtol=0)
-    assert all(v.dtype == torch.float32 and v.ndim == 0 and not v.requires_grad for v in got.logs.values())
-    half = objective([v.detach().bfloat16() for v in z], ctx).loss
-    assert half.dtype == torch.float32 and torch.isfinite(half)
-
-
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -198,8 +183,6 @@ def test_other_interpolations_and_bitonic_train(interpolation: str) -> None:
     assert torch.isfinite(out.loss) and all(torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0 for v in z)
 
 
-def test_rejects_too_few_views_or_samples() -> None:
-    with pytest.raises(ValueError, match="at least 2 views|>= 2 views"):
-        build_objective(NAME)(_randn(1))
+def test_rejects_fewer_samples_than_negatives() -> None:
     with pytest.raises(ValueError, match="topk_negatives=12"):
         build_objective(NAME, topk_negatives=12)(_randn(2, batch=12))
