@@ -19,7 +19,8 @@ from ssl_toolkit.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-DATASET_NAMES = ("fashion_mnist", "image_folder")
+DATASET_NAMES = ("fashion_mnist", "image_folder", "webdataset", "hf_dataset")
+ROOT_REQUIRED = ("image_folder", "webdataset", "hf_dataset")  # data sources with no default location
 VIEW_BACKENDS = ("per_image", "batched")
 GENERATED_MODES = ("genview", "adainf")
 REPLACED_WHOLE = ("objective", "model.backbone_kwargs")
@@ -41,10 +42,12 @@ class GeneratedConfig:
 class DataConfig:
     """Where the training images come from."""
 
-    name: str = "fashion_mnist"  # fashion_mnist | image_folder
-    root: str | None = None  # Fashion-MNIST: optional root; image_folder: required
+    name: str = "fashion_mnist"  # fashion_mnist | image_folder | webdataset (tar shards) | hf_dataset
+    # Fashion-MNIST: optional; image_folder: a folder; webdataset: a folder of .tar shards or a pattern
+    # (`shards/{split}-{000000..000099}.tar`); hf_dataset: a save_to_disk or parquet folder
+    root: str | None = None
     download: bool = False  # Fashion-MNIST only, and only when asked
-    labelled: bool | None = None  # image_folder: None = infer from sub-folders
+    labelled: bool | None = None  # image_folder, webdataset, hf_dataset: None = infer (sub-folders, cls/label)
     subset: int | None = None  # train on a seeded random subset of this many images
     num_workers: int = 1
     # per_image: torchvision, one image at a time in the loader workers; batched: kornia, a whole batch per
@@ -237,10 +240,10 @@ def validate(cfg: DictConfig) -> None:
 
     _choice(cfg.data.name, DATASET_NAMES, "data.name")
     _choice(cfg.data.view_backend, VIEW_BACKENDS, "data.view_backend")
-    if cfg.data.name == "image_folder" and not cfg.data.root:
-        raise ConfigError("data.name=image_folder needs data.root=/path/to/images")
+    if cfg.data.name in ROOT_REQUIRED and not cfg.data.root:
+        raise ConfigError(f"data.name={cfg.data.name} needs data.root=/path/to/the/data")
     for key, root in (("data.root", cfg.data.root), ("eval.root", cfg.eval.root)):
-        if root and not Path(root).exists():
+        if root and not any(c in root for c in "{*?[") and not Path(root).exists():  # shard patterns: by the dataset
             raise ConfigError(f"{key} does not exist: {root}")
     if cfg.eval.dataset is not None:
         _choice(cfg.eval.dataset, DATASET_NAMES, "eval.dataset")
