@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ssl_toolkit.data.encoded import decode_image_bytes
 from ssl_toolkit.data.image_folder import ImageFolder
-from ssl_toolkit.data.shard_index import IMAGE_SUFFIXES, load_index
+from ssl_toolkit.data.shard_index import IMAGE_SUFFIXES, load_index, require_webdataset
 from ssl_toolkit.data.shards import CLASSES_FILE
 from ssl_toolkit.errors import ConfigError, DataError
 
@@ -65,8 +65,7 @@ def split_folders(folder: Path) -> list[tuple[str, Path]]:
 
 def _write_split(images: ImageFolder, split: PackedSplit, classes: list[str], writer_kwargs: dict, bar) -> dict:
     """Decode-check and write one split's images; return the files skipped (path -> reason)."""
-    import webdataset
-
+    webdataset = require_webdataset()
     skipped: dict[str, str] = {}
     index = {c: k for k, c in enumerate(classes)}
     pattern = str(split.folder / SHARD_PATTERN)

@@ -28,12 +28,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ssl_toolkit.errors import DataError
+from ssl_toolkit.errors import ConfigError, DataError
 
 INDEX_VERSION = 1
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm")
 LABEL_SUFFIXES = ("cls", "cls.txt", "label", "label.txt")
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's metadata members, skipped like its readers do
+
+
+def require_webdataset():
+    """The ``webdataset`` module, or a ConfigError saying how to install it."""
+    try:
+        import webdataset
+    except ImportError as exc:
+        raise ConfigError("WebDataset shards need the `webdataset` package: pip install 'ssl-toolkit[shards]'") from exc
+    return webdataset
 
 
 @dataclass
@@ -65,8 +74,7 @@ def scan_shard(path: str) -> tuple[list[tuple[int, int, int]], list[str]]:
     Raises:
         DataError: the file is not an uncompressed tar file, or a label is not an integer.
     """
-    from webdataset.tariterators import base_plus_ext
-
+    base_plus_ext = require_webdataset().tariterators.base_plus_ext
     samples: list[tuple[int, int, int]] = []
     missing: list[str] = []
     current: list = [None, None, -1]  # key, (offset, nbytes) of the image, label

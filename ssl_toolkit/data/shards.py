@@ -38,7 +38,7 @@ import torch
 
 from ssl_toolkit.data.encoded import EncodedImages
 from ssl_toolkit.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, as_triple
-from ssl_toolkit.data.shard_index import load_index
+from ssl_toolkit.data.shard_index import load_index, require_webdataset
 from ssl_toolkit.errors import ConfigError, DataError
 
 OPEN_SHARDS = 16  # file descriptors kept open per process (least recently used closed first)
@@ -56,8 +56,7 @@ def _tars(folder: Path) -> list[str]:
 
 
 def _expand(pattern: str) -> list[str]:
-    from webdataset.shardlists import expand_urls
-
+    expand_urls = require_webdataset().shardlists.expand_urls
     paths: list[str] = []
     for item in expand_urls(os.path.expanduser(pattern)):
         paths += sorted(glob.glob(item)) if any(c in item for c in "*?[") else [item]

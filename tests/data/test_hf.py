@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import datasets
 import pytest
 import torch
 
@@ -12,8 +13,6 @@ from ssl_toolkit.data.hf import HFImages
 from ssl_toolkit.errors import ConfigError, DataError
 from tests.data.shard_helpers import encode, noise_image
 from tests.engine.helpers import make_image_folder
-
-datasets = pytest.importorskip("datasets")
 
 
 def folder_as_hf(folder: Path, *, embed: bool = True):
