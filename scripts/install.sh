@@ -4,7 +4,8 @@
 #   --data  also make sure Fashion-MNIST is on disk: Debian's dataset-fashion-mnist where apt works,
 #           torchvision's download into ./data otherwise
 #   --gpu   faiss-gpu instead of faiss-cpu (never both: they overwrite each other's files)
-# Always with the gen extra (diffusers, transformers) for `ssl-toolkit generate-views`.
+# Always with the gen extra (diffusers, transformers) for `ssl-toolkit generate-views` and the shards extra
+# (webdataset, datasets) for tar shards and Hugging Face datasets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,7 +22,7 @@ done
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-extras=$faiss,gen
+extras=$faiss,gen,shards
 [ "$dev" = 1 ] && extras="$extras,dev"
 echo "installing ssl-toolkit[$extras] into .venv (torch and its CUDA libraries take a few minutes)"
 .venv/bin/python -m pip install --quiet --progress-bar off -e ".[$extras]"

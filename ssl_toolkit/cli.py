@@ -119,7 +119,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "never over the run's metrics.json. Definitions: docs/evaluation.md.",
     )
     p.add_argument("encoder_dir", help="an export folder (config.json + model.safetensors), e.g. runs/NAME/encoder")
-    p.add_argument("--dataset", default=None, help="fashion_mnist | image_folder (default: the export's own)")
+    p.add_argument("--dataset", default=None, help="fashion_mnist | image_folder | webdataset | hf_dataset (default: the export's own)")
     p.add_argument(
         "--root", default=None, help="dataset root (image_folder: folder with train/ and test/, or a flat folder "
         "for a label-free evaluation; default: the export's own)"
@@ -252,6 +252,15 @@ def _fit_foreground_pca(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from ssl_toolkit.data.pack import pack_folder
+
+    labelled = {"auto": None, "yes": True, "no": False}[args.labels]
+    result = pack_folder(args.folder, args.out, shard_size=args.shard_size, max_bytes=args.max_bytes, labelled=labelled)
+    print(result.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ssl-toolkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_report)
     _add_generate_views(sub)
     _add_fit_foreground_pca(sub)
+    _add_pack(sub)
     return parser
 
 
@@ -335,6 +345,22 @@ def _add_fit_foreground_pca(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
     p.set_defaults(func=_fit_foreground_pca)
+
+
+def _add_pack(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pack",
+        help="write an image folder as WebDataset tar shards (train with data.name=webdataset data.root=OUT)",
+        description="Write the images of FOLDER (class sub-folders become labels, train/ and test/ or val/ "
+        "become separate shard sets) as uncompressed WebDataset shards with their original bytes; corrupt "
+        "files are skipped and counted; the shard index is built at the end.",
+    )
+    p.add_argument("folder", help="image folder (as for data.name=image_folder)")
+    p.add_argument("--out", required=True, help="output folder for the shards (must not hold shards yet)")
+    p.add_argument("--shard-size", type=int, default=10_000, help="at most this many images per shard")
+    p.add_argument("--max-bytes", type=float, default=1e9, help="close a shard once it holds this many bytes")
+    p.add_argument("--labels", choices=("auto", "yes", "no"), default="auto", help="auto: class sub-folders")
+    p.set_defaults(func=_pack)
 
 
 def main(argv: list[str] | None = None) -> int:

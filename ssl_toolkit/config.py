@@ -40,10 +40,12 @@ class GeneratedConfig:
 class DataConfig:
     """Where the training images come from."""
 
-    name: str = "fashion_mnist"  # fashion_mnist | image_folder
-    root: str | None = None  # image_folder: required; Fashion-MNIST: a folder holding its IDX files (optional)
+    name: str = "fashion_mnist"  # fashion_mnist | image_folder | webdataset (tar shards) | hf_dataset
+    # image_folder: a folder; webdataset: a folder of .tar shards or a pattern (`shards/{split}-{000000..000099}.tar`);
+    # hf_dataset: a save_to_disk or parquet folder; Fashion-MNIST: a folder holding its IDX files (optional)
+    root: str | None = None
     download: bool = False  # Fashion-MNIST only, and only when asked
-    labelled: bool | None = None  # image_folder: None = infer from sub-folders
+    labelled: bool | None = None  # image_folder, webdataset, hf_dataset: None = infer (sub-folders, cls/label)
     subset: int | None = None  # train on a seeded random subset of this many images
     num_workers: int = 1  # DataLoader workers (views are made there, or in the collate for batched views)
     # per_image: torchvision, one image at a time in the loader workers; batched: kornia, a whole batch per

@@ -20,7 +20,8 @@ from ssl_toolkit.errors import ConfigError, did_you_mean
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
-DATASET_NAMES = ("fashion_mnist", "image_folder")
+DATASET_NAMES = ("fashion_mnist", "image_folder", "webdataset", "hf_dataset")
+ROOT_REQUIRED = ("image_folder", "webdataset", "hf_dataset")  # data sources with no default location
 DATASET_SIZES = {"fashion_mnist": 60_000}  # training images known without reading the data
 VIEW_BACKENDS = ("per_image", "batched")
 GENERATED_MODES = ("genview", "adainf")
@@ -96,10 +97,11 @@ def _check_data(cfg: DictConfig) -> None:
     choice(dc.view_backend, VIEW_BACKENDS, "data.view_backend")
     _number(dc, "data", "num_workers", low=0)
     _number(dc, "data", "subset", low=1, optional=True)
-    if dc.name == "image_folder" and not dc.root:
-        raise ConfigError("data.name=image_folder needs data.root=/path/to/images")
+    if dc.name in ROOT_REQUIRED and not dc.root:
+        raise ConfigError(f"data.name={dc.name} needs data.root=/path/to/the/data")
     for key, root in (("data.root", dc.root), ("eval.root", cfg.eval.root)):
-        if root and not Path(root).expanduser().exists():
+        pattern = any(c in root for c in "{*?[") if root else False  # shard patterns: checked by the dataset
+        if root and not pattern and not Path(root).expanduser().exists():
             raise ConfigError(f"{key} does not exist: {root}")
     known = DATASET_SIZES.get(dc.name)
     if known is not None and dc.generated.bank is None:

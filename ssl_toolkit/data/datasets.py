@@ -1,10 +1,12 @@
-"""Datasets yielding ``(image, label)``: Fashion-MNIST from local IDX files, image folders, in-memory arrays.
+"""Datasets yielding ``(image, label)``: Fashion-MNIST from local IDX files, image folders, in-memory arrays,
+WebDataset tar shards (``shards.py``) and local Hugging Face datasets (``hf.py``).
 
 Every dataset here yields a uint8 tensor (3, H, W) and an int label (-1 when unlabelled), and carries
 ``mean``, ``std``, ``native_size``, ``num_classes`` and ``labels`` (int64 tensor or None). Fashion-MNIST
 is read straight from its IDX files (gzip or raw) with numpy, because torchvision's checksums reject the
 Debian package's files; torchvision is used only to download when asked. The corrupt-file policy of image
-folders is described in ``image_folder.py``; views and their determinism in ``view_dataset.py``.
+folders is described in ``image_folder.py`` (the same for shards and HF datasets: ``encoded.py``); views and
+their determinism in ``view_dataset.py``.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ssl_toolkit.data.hf import build_hf_dataset
 from ssl_toolkit.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, ImageFolder
+from ssl_toolkit.data.shards import build_webdataset
 from ssl_toolkit.data.view_specs import as_triple
 from ssl_toolkit.errors import ConfigError, DataError
 
@@ -220,11 +224,15 @@ def _image_folder(*, split: str, root: str | None, download: bool, labelled: boo
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion_mnist": _fashion_mnist,
     "image_folder": _image_folder,
+    "webdataset": build_webdataset,  # tar shards (data/shards.py; `ssl-toolkit pack` writes them)
+    "hf_dataset": build_hf_dataset,  # a local Hugging Face dataset folder (data/hf.py)
 }
 # Per-channel normalisation each dataset uses, known without reading it (exports from a checkpoint need it).
 NORMALIZATION: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
     "fashion_mnist": ((0.2860, 0.2860, 0.2860), (0.3530, 0.3530, 0.3530)),
     "image_folder": (IMAGENET_MEAN, IMAGENET_STD),
+    "webdataset": (IMAGENET_MEAN, IMAGENET_STD),
+    "hf_dataset": (IMAGENET_MEAN, IMAGENET_STD),
 }
 
 
@@ -241,9 +249,9 @@ def build_dataset(
     Args:
         name: a key of ``DATASETS``.
         split: "train" or "test" ("val" too for image folders with a ``val`` subfolder).
-        root: where the data lives (required for image_folder).
+        root: where the data lives (required for image_folder, webdataset and hf_dataset).
         download: download when missing (Fashion-MNIST only).
-        labelled: image_folder only: force labels on/off; None infers from the layout.
+        labelled: image_folder, webdataset, hf_dataset: force labels on/off; None infers from the data.
 
     Raises:
         ConfigError: unknown name or split, or missing root; DataError when the data cannot be read.

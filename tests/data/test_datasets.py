@@ -102,7 +102,7 @@ def test_build_dataset_image_folder_splits(tmp_path: Path) -> None:
     train = build_dataset(name="image_folder", root=str(tmp_path))
     test = build_dataset(name="image_folder", split="test", root=str(tmp_path))
     assert Path(train.samples[0]).name == "train.png" and Path(test.samples[0]).name == "val.png"
-    with pytest.raises(ConfigError, match="fashion_mnist, image_folder"):
+    with pytest.raises(ConfigError, match="fashion_mnist, hf_dataset, image_folder, webdataset"):
         build_dataset(name="cifar10")
     with pytest.raises(ConfigError, match="data.root"):
         build_dataset(name="image_folder")
