@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_toolkit.data import EpochSampler, ViewDataset, build_dataset, build_view_transforms, collate_views
 from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages
@@ -84,6 +84,24 @@ def build_train_data(cfg: DictConfig) -> TrainData:
     else:
         dataset, collate = ViewDataset(images, transforms, seed=cfg.train.seed, sources=sources), collate_views
     return TrainData(base, dataset, sampler, collate, tuple(view_kinds), n_global)
+
+
+def build_loader(data: TrainData, cfg: DictConfig) -> DataLoader:
+    """The training DataLoader: the epoch sampler, full batches only, the data's collate, persistent workers."""
+    from ssl_toolkit.interrupts import ignore_in_worker
+
+    workers = cfg.data.num_workers
+    return DataLoader(
+        data.dataset,
+        batch_size=cfg.train.batch_size,
+        sampler=data.sampler,
+        drop_last=True,  # equal batches on every process (gathered losses, Sinkhorn, queues)
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        collate_fn=data.collate_fn,
+        pin_memory=torch.cuda.is_available(),
+        worker_init_fn=ignore_in_worker,  # signals are the main process's (interrupts.py)
+    )
 
 
 def build_model(cfg: DictConfig, data: TrainData | None = None) -> SSLModel:

@@ -119,7 +119,11 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         "never over the run's metrics.json. Definitions: docs/evaluation.md.",
     )
     p.add_argument("encoder_dir", help="an export folder (config.json + model.safetensors), e.g. runs/NAME/encoder")
-    p.add_argument("--dataset", default=None, help="fashion_mnist | image_folder | webdataset | hf_dataset (default: the export's own)")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="fashion_mnist | image_folder | webdataset | hf_dataset (default: the export's own)",
+    )
     p.add_argument(
         "--root", default=None, help="dataset root (image_folder: folder with train/ and test/, or a flat folder "
         "for a label-free evaluation; default: the export's own)"
@@ -161,7 +165,7 @@ def _export(args: argparse.Namespace) -> int:
     ckpt = last_checkpoint(run_dir / CHECKPOINTS)
     if ckpt is None or not (run_dir / RECIPE).is_file():
         raise ConfigError(f"{run_dir} has no {RECIPE} or {CHECKPOINTS}/last; is it a run folder?")
-    cfg = config.load(run_dir / RECIPE)
+    cfg = config.load(run_dir / RECIPE, allow_import=False)  # a run folder never runs code
     mean, std = NORMALIZATION[cfg.data.name]
     print(export_checkpoint(cfg, ckpt, mean=mean, std=std, run_dir=run_dir))
     return 0

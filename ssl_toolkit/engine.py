@@ -18,12 +18,12 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from ssl_toolkit.builders import TrainData, build_model, build_optimizer, build_train_data
+from ssl_toolkit.builders import TrainData, build_loader, build_model, build_optimizer, build_train_data
 from ssl_toolkit.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
 from ssl_toolkit.data import Batch
 from ssl_toolkit.errors import ConfigError, NonFiniteLossError
 from ssl_toolkit.export import export_run
-from ssl_toolkit.interrupts import Interrupted, StopRequests, ignore_in_worker
+from ssl_toolkit.interrupts import Interrupted, StopRequests
 from ssl_toolkit.objectives import StepContext
 from ssl_toolkit.run_folder import OpenRun, open_for_training, run_dir_of
 from ssl_toolkit.run_log import ProgressLog
@@ -39,21 +39,6 @@ def _check_world_size(accelerator: Accelerator) -> None:
             f"WORLD_SIZE={expected} but accelerate sees {accelerator.num_processes} process(es); on CPU use "
             "`accelerate launch --multi_gpu --num_processes N` (`--cpu --num_processes N` starts only one)"
         )
-
-
-def _build_loader(data: TrainData, cfg: DictConfig) -> DataLoader:
-    workers = cfg.data.num_workers
-    return DataLoader(
-        data.dataset,
-        batch_size=cfg.train.batch_size,
-        sampler=data.sampler,
-        drop_last=True,  # equal batches on every process (gathered losses, Sinkhorn, queues)
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        collate_fn=data.collate_fn,
-        pin_memory=torch.cuda.is_available(),
-        worker_init_fn=ignore_in_worker,  # signals are the main process's (interrupts.py)
-    )
 
 
 @dataclass
@@ -91,7 +76,7 @@ def _prepare(cfg: DictConfig, folder: OpenRun, accelerator: Accelerator) -> _Run
         )
     model = build_model(cfg, data)
     optimizer = build_optimizer(model, tc)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, _build_loader(data, cfg))
+    model, optimizer, loader = accelerator.prepare(model, optimizer, build_loader(data, cfg))
     run = _Run(cfg, accelerator, model, optimizer, loader, data, folder)
     if folder.resume_from is not None:
         load_checkpoint(accelerator, folder.resume_from)
@@ -156,6 +141,7 @@ def _progress(run: _Run, step: int) -> ProgressLog:
         log_every=tc.log_every,
         main=acc.is_main_process,
         bar=tc.progress_bar,
+        wait_hint=f"raise data.num_workers (now {run.cfg.data.num_workers}), make views on the GPU, or read shards",
     )
 
 
@@ -213,7 +199,7 @@ def _loop(run: _Run, stop: StopRequests) -> int:
             run.loader.set_epoch(epoch)
             batches = acc.skip_first_batches(run.loader, skip) if skip else run.loader
             skip = 0
-            for batch in batches:
+            for batch in progress.timed(batches):
                 loss_mean, logs = _forward_backward(run, batch, step, epoch)
                 if not acc.sync_gradients:
                     continue

@@ -159,7 +159,7 @@ def write_report(run_dir: str | Path, *, n_view_samples: int = 6, n_queries: int
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
         raise ConfigError(f"{run_dir} has no recipe.yaml; give a run folder (runs/<name>)")
-    cfg = config.load(run_dir / "recipe.yaml")
+    cfg = config.load(run_dir / "recipe.yaml", allow_import=False)  # a run folder never runs code
     sections: list[tuple[str, str]] = []
 
     def add(title: str, make, missing: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,11 @@ class MetricsLogger:
 
 
 class ProgressLog:
-    """The progress bar (main process) and a metrics row every ``log_every`` steps, with images/s.
+    """The progress bar (main process) and a metrics row every ``log_every`` steps, with images/s and the
+    input-bound meter: ``data_wait``, the share of wall time spent waiting for the next batch (`timed`).
+
+    Above ``WAIT_HINT`` (after the first window, which holds the workers' start) a one-time hint says what
+    to change; ``wait_hint`` is that advice.
 
     Args:
         run_dir: the run folder (``metrics.csv``, ``tensorboard/``).
@@ -96,7 +100,10 @@ class ProgressLog:
         log_every: steps between rows (and the last step).
         main: whether this is the main process (only it writes and shows the bar).
         bar: show the bar at all.
+        wait_hint: what to do when the run is input-bound (printed once).
     """
+
+    WAIT_HINT = 0.3
 
     def __init__(
         self,
@@ -108,6 +115,7 @@ class ProgressLog:
         log_every: int,
         main: bool,
         bar: bool = True,
+        wait_hint: str = "",
     ) -> None:
         from tqdm.auto import tqdm
 
@@ -118,6 +126,19 @@ class ProgressLog:
         )  # fmt: skip
         self.total_steps, self.log_every, self.images_per_step = total_steps, log_every, images_per_step
         self.t_last, self.step_last = time.perf_counter(), step
+        self.waited, self.windows, self.wait_hint = 0.0, 0, wait_hint
+
+    def timed(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """Yield ``batches``, adding the time spent waiting for each to the meter."""
+        iterator = iter(batches)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            self.waited += time.perf_counter() - t0
+            yield batch
 
     def due(self, step: int) -> bool:
         """Whether ``update`` writes a row at ``step`` (so the caller gathers its values only then)."""
@@ -129,13 +150,18 @@ class ProgressLog:
         if not self.due(step):
             return
         now = time.perf_counter()
-        speed = (step - self.step_last) * self.images_per_step / max(now - self.t_last, 1e-9)
-        self.t_last, self.step_last = now, step
+        elapsed = max(now - self.t_last, 1e-9)
+        speed, wait = (step - self.step_last) * self.images_per_step / elapsed, min(self.waited / elapsed, 1.0)
+        self.t_last, self.step_last, self.waited = now, step, 0.0
         head = {k: row[k] for k in ("epoch", "loss", "lr") if k in row}
-        self.logger.log(step, {**head, "images_per_s": speed, **row})  # the columns' order of earlier versions
+        self.logger.log(step, {**head, "images_per_s": speed, **row, "data_wait": wait})  # earlier columns first
         for name, values in (histograms or {}).items():
             self.logger.histogram(step, name, values)
-        self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{speed:.0f}", lr=f"{row['lr']:.3g}")
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{speed:.0f}", wait=f"{wait:.0%}", lr=f"{row['lr']:.3g}")
+        self.windows += 1
+        if self.windows > 1 and wait > self.WAIT_HINT and self.wait_hint and not self.bar.disable:
+            self.bar.write(f"hint: training waited for data {wait:.0%} of the time; {self.wait_hint}")
+            self.wait_hint = ""  # once per run
 
     def close(self) -> None:
         self.bar.close()
