@@ -117,6 +117,7 @@ def build_model(cfg: DictConfig, data: TrainData | None = None) -> SSLModel:
         hidden_dim=cfg.model.projector_hidden,
         out_dim=cfg.model.projector_out,
         num_layers=cfg.model.projector_layers,
+        last_norm=cfg.model.projector_last_norm,
     )
     return SSLModel(
         encoder=encoder,

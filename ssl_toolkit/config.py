@@ -64,6 +64,9 @@ class ModelConfig:
     projector_hidden: int = 2048
     projector_out: int = 128
     projector_layers: int = 2
+    # after the last Linear: bn (BatchNorm with scale/shift, lightly's SimCLR head) | bn_noaffine (GroCo's head)
+    # | none (Linear with bias, SimCLR v1); see model.build_projector
+    projector_last_norm: str = "bn"
     # EMA (momentum) branch of encoder + projector, for objectives that take momentum keys (ctx.z_ema)
     ema: bool = False
     ema_momentum: list[float] = field(default_factory=lambda: [0.99, 1.0])  # cosine from start to end

@@ -27,11 +27,11 @@ from typing import Any
 
 import timm
 import torch
-from lightly.models.modules import SimCLRProjectionHead
+from lightly.models.modules.heads import ProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from torch import Tensor, nn
 
-from ssl_toolkit.errors import ConfigError
+from ssl_toolkit.errors import ConfigError, did_you_mean
 from ssl_toolkit.objectives import LossOutput, Objective, StepContext
 from ssl_toolkit.small_input import SUFFIX
 
@@ -57,9 +57,46 @@ def build_encoder(
         raise ConfigError(f"cannot build backbone {name!r} with {kwargs}: {err}") from err
 
 
-def build_projector(in_dim: int, *, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2) -> nn.Module:
-    """lightly's SimCLR projection head (Linear-BN-ReLU blocks, then Linear)."""
-    return SimCLRProjectionHead(input_dim=in_dim, hidden_dim=hidden_dim, output_dim=out_dim, num_layers=num_layers)
+# How the projector's last Linear is normalised (``model.projector_last_norm``).
+PROJECTOR_LAST_NORMS = ("bn", "bn_noaffine", "none")
+
+
+def _last_norm(kind: str, dim: int) -> nn.Module | None:
+    if kind not in PROJECTOR_LAST_NORMS:
+        raise ConfigError(
+            f"unknown model.projector_last_norm {kind!r}{did_you_mean(kind, PROJECTOR_LAST_NORMS)}; accepted: "
+            f"{', '.join(PROJECTOR_LAST_NORMS)}"
+        )
+    if kind == "none":
+        return None
+    return nn.BatchNorm1d(dim, affine=kind == "bn")
+
+
+def build_projector(
+    in_dim: int, *, hidden_dim: int = 2048, out_dim: int = 128, num_layers: int = 2, last_norm: str = "bn"
+) -> nn.Module:
+    """An MLP head from lightly's ``ProjectionHead`` blocks: ``num_layers - 1`` Linear-BN-ReLU blocks, then a Linear.
+
+    ``last_norm`` says what follows the last Linear:
+
+    - ``"bn"`` (default): ``BatchNorm1d`` with scale and shift, i.e. lightly's ``SimCLRProjectionHead`` (the head
+      of SimCLR v2); same modules, parameter names and random initialisation as that class, so recipes and
+      checkpoints made before this option are unchanged.
+    - ``"bn_noaffine"``: ``BatchNorm1d(affine=False)``, the head of GroCo (Shvetsova et al., ICCV 2023,
+      ``ninatu/learning_by_sorting``, ``models/projection/regular_projection.py``): every output dimension is
+      standardised over the batch with no learned scale.
+    - ``"none"``: a plain Linear with bias (the head of SimCLR v1).
+
+    A Linear followed by BatchNorm has no bias (the norm removes it), as lightly builds it; GroCo's last Linear
+    keeps a bias that it freezes (``requires_grad=False``), which BatchNorm subtracts again, so the output is
+    the same.
+    """
+    blocks: list[tuple] = [
+        (in_dim if i == 0 else hidden_dim, hidden_dim, nn.BatchNorm1d(hidden_dim), nn.ReLU())
+        for i in range(num_layers - 1)
+    ]
+    blocks.append((hidden_dim, out_dim, _last_norm(last_norm, out_dim), None))
+    return ProjectionHead(blocks)
 
 
 def resolution_groups(views: list[Tensor]) -> list[tuple[int, int]]:

@@ -135,6 +135,12 @@ def _check_backbone(name: str) -> None:
         raise ConfigError(f"unknown backbone {name!r} (not a timm model name){hint}")
 
 
+def _check_projector_norm(mc: DictConfig) -> None:
+    from ssl_toolkit.model import PROJECTOR_LAST_NORMS  # after the backbone check, which has loaded torch
+
+    choice(mc.projector_last_norm, PROJECTOR_LAST_NORMS, "model.projector_last_norm")
+
+
 def validate(cfg: DictConfig, *, allow_import: bool = True) -> None:
     """Check values, names, paths and combinations; raise `ConfigError` on the first problem.
 
@@ -151,6 +157,7 @@ def validate(cfg: DictConfig, *, allow_import: bool = True) -> None:
     _check_generated(cfg)
     _check_output_dir(cfg)
     _check_backbone(cfg.model.backbone)
+    _check_projector_norm(cfg.model)
     _check_quality_weights(cfg)
     _check_objective(cfg, allow_import=allow_import)
 
