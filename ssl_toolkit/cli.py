@@ -282,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate_views(sub)
     _add_fit_foreground_pca(sub)
     _add_pack(sub)
+    from ssl_toolkit.sweep.cli import add_parser as add_sweep  # ssl-toolkit sweep (its own module)
+
+    add_sweep(sub)
     return parser
 
 
