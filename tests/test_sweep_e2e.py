@@ -72,6 +72,7 @@ def test_sweep_resumes_after_kill_9_with_the_same_result(tmp_path: Path) -> None
     assert (out / "sweep.html").is_file() and (out / "metrics_vs_knn.png").is_file()
 
     # the same trial trained without interruption (in this process, from the trial's own resolved recipe)
-    assert cli.main(["train", str(out / "trials" / "trial-1" / "recipe.yaml"), f"train.output_dir={tmp_path}/ref"]) == 0
-    resumed, uninterrupted = _encoder_metrics(out / "trials" / "trial-1"), _encoder_metrics(tmp_path / "ref" / "trial-1")
+    trial = out / "trials" / "trial-1"
+    assert cli.main(["train", str(trial / "recipe.yaml"), f"train.output_dir={tmp_path / 'ref'}"]) == 0
+    resumed, uninterrupted = _encoder_metrics(trial), _encoder_metrics(tmp_path / "ref" / "trial-1")
     assert resumed == pytest.approx(uninterrupted, rel=1e-6, abs=1e-9)

@@ -20,6 +20,7 @@ from ssl_toolkit.sweep import runner
 from ssl_toolkit.sweep.agreement import spearman
 from ssl_toolkit.sweep.space import parse_space
 from ssl_toolkit.sweep.study import HOST, SweepSpec, process_token
+from ssl_toolkit.sweep.trial import full_steps, warmup_override
 from tests.engine.helpers import make_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def test_grid_runs_every_point_once_and_writes_the_results(images, tmp_path, mon
     # every trial is its own run folder; the budget and the quick evaluation are set on each
     call = child.calls[0]
     assert call["train.max_steps"] == "4" and call["eval.floors"] == "false" and call["eval.max_train"] == "10000"
-    # the warm-up keeps its share of the run: 2 of tiny's 20 epochs x 4 steps (80), so 4 x 2 / 80 -> 1 step
+    # the warm-up keeps its share of the run: tiny's 2 of 20 epochs x 2 steps, so 2 x 4 / 40 -> at least 1 step
     assert call["train.warmup_steps"] == "1"
     out = spec.out
     summary = json.loads((out / "sweep.json").read_text())
@@ -185,3 +186,13 @@ def test_a_failing_trial_keeps_its_error_and_is_not_retried(images, tmp_path, mo
     failed = next(t for t in study.trials if t.state.name == "FAIL")
     assert failed.user_attrs["error"] == "exit 1: ssl-toolkit: stopped: loss is nan at step 3 (epoch 0)"
     assert "loss is nan" in (tmp_path / "out" / "sweep.md").read_text()
+
+
+def test_warmup_is_scaled_to_the_trial_budget() -> None:
+    recipe = config.load(REPO / "recipes" / "pretrain" / "simclr_fashion_mnist.yaml")
+    full = full_steps(recipe)
+    assert full == 5 * (60_000 // 256)  # 5 epochs of 234 full batches
+    assert warmup_override(recipe, 234, full) == ["train.warmup_steps=20"]  # 100 / 1170 of 234 steps
+    assert warmup_override(recipe, full, full) == []  # the whole run: unchanged
+    no_warmup = config.load(REPO / "recipes" / "pretrain" / "simclr_fashion_mnist.yaml", ["train.warmup_steps=0"])
+    assert warmup_override(no_warmup, 234, full) == []

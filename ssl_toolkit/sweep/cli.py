@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--trials", type=int, default=None, help="tpe: trials to run (10); grid: at most this many points")
     p.add_argument("--storage", default=None, help="Optuna database URL (default sqlite:///OUT/study.db)")
     p.add_argument("--study", default=None, help="study name in the storage (default: RECIPE's name + '-sweep')")
-    p.add_argument("--out", default=None, help="output folder (default: sweeps/STUDY)")
+    p.add_argument("--out", default=None, help="output folder (default: runs/sweeps/STUDY)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (give each tpe worker its own)")
     p.add_argument(
         "--eval-train", type=int, default=EVAL_TRAIN,
@@ -70,6 +71,8 @@ def build_spec(args: argparse.Namespace):  # noqa: ANN201 - returns ssl_toolkit.
     from ssl_toolkit.sweep.trial import has_labels
 
     _check(args)
+    if importlib.util.find_spec("optuna") is None:
+        raise ConfigError("ssl-toolkit sweep needs Optuna: pip install 'ssl-toolkit[optuna]'")
     cfg = config.load(args.recipe, args.overrides)
     params = parse_space(args.param, recipe=args.recipe, overrides=list(args.overrides), sampler=args.sampler)
     if args.select == "knn" and not has_labels(cfg):
@@ -80,7 +83,7 @@ def build_spec(args: argparse.Namespace):  # noqa: ANN201 - returns ssl_toolkit.
     study = args.study or f"{cfg.name}-sweep"
     return SweepSpec(
         recipe=args.recipe, params=params, select=args.select, trial_steps=args.trial_steps,
-        out=Path(args.out or Path("sweeps") / study), overrides=list(args.overrides), sampler=args.sampler,
+        out=Path(args.out or Path("runs") / "sweeps" / study), overrides=list(args.overrides), sampler=args.sampler,
         trials=args.trials, storage=args.storage, study=study, seed=args.seed, eval_train=args.eval_train or None,
         eval_test=args.eval_test or None, scale_warmup=not args.keep_warmup,
     )  # fmt: skip
