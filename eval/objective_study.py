@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "eval"))
+
+from init_gradients import machine  # noqa: E402  (eval/init_gradients.py: CPU model, cores, GPU)
 
 from ssl_toolkit import cli  # noqa: E402
 from ssl_toolkit.objectives import OBJECTIVES  # noqa: E402
@@ -105,9 +105,8 @@ def _settings(trial: dict | None, knn: bool = True) -> str:
 
 def table(out: Path, names: list[str], select: str, steps: int, command: str) -> str:
     """The RESULTS.md section from every objective's ``sweep.json``."""
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     lines = [f"## Label-free selection per objective (Fashion-MNIST, {steps} steps per trial)", "",
-             f"Command: `{command}`. Machine: {platform.machine()}, {torch.get_num_threads()} threads, {gpu}. "
+             f"Command: `{command}`. Machine: {machine()}. "
              "Each cell: Spearman correlation of the metric's selection score with k-NN (instdisc) across the "
              "objective's trials / k-NN gap in points between the best trial and the metric's pick (0 = it picks "
              "the best). alpha-ReQ scores -|alpha - 1|.", "",

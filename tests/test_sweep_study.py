@@ -196,3 +196,17 @@ def test_warmup_is_scaled_to_the_trial_budget() -> None:
     assert warmup_override(recipe, full, full) == []  # the whole run: unchanged
     no_warmup = config.load(REPO / "recipes" / "pretrain" / "simclr_fashion_mnist.yaml", ["train.warmup_steps=0"])
     assert warmup_override(no_warmup, 234, full) == []
+
+
+def test_workers_share_a_study_through_its_storage(images, tmp_path, monkeypatch) -> None:
+    child = FakeChild()
+    monkeypatch.setattr(runner, "run_child", child)
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    params = ["train.lr=0.01,0.03,0.1,0.3"]
+    first = runner.run_sweep(_spec(images, tmp_path / "a", params, storage=storage, trials=2), log=_quiet)
+    assert len(first.trials) == 2  # this worker was asked for two points only
+    second = runner.run_sweep(_spec(images, tmp_path / "b", params, storage=storage), log=_quiet)
+    lrs = sorted(t.params["train.lr"] for t in second.trials)
+    assert lrs == [0.01, 0.03, 0.1, 0.3] and len(child.calls) == 4  # the second ran only the two left
+    table = (tmp_path / "b" / "trials.csv").read_text().splitlines()
+    assert len(table) == 5  # its results cover the whole study, the other worker's trials included
