@@ -210,3 +210,21 @@ def test_workers_share_a_study_through_its_storage(images, tmp_path, monkeypatch
     assert lrs == [0.01, 0.03, 0.1, 0.3] and len(child.calls) == 4  # the second ran only the two left
     table = (tmp_path / "b" / "trials.csv").read_text().splitlines()
     assert len(table) == 5  # its results cover the whole study, the other worker's trials included
+
+
+def test_the_trial_supervisor_forwards_one_signal_only() -> None:
+    from ssl_toolkit.sweep.child import _ForwardOnce
+
+    class Proc:
+        def __init__(self) -> None:
+            self.sent: list[int] = []
+
+        def send_signal(self, signum: int) -> None:
+            self.sent.append(signum)
+
+    forward, proc = _ForwardOnce(), Proc()
+    forward(15, None)  # before the command has started: kept for it
+    forward.started(proc)
+    forward(15, None)  # a dying sweep may deliver its parent-death signal more than once: dropped
+    forward(2, None)
+    assert proc.sent == [15]

@@ -10,8 +10,9 @@ Each trial runs in a child process rather than in the sweep's own. A sweep runs 
 its memory (allocator caches, CUDA context, loader workers, accelerate's process-wide state) when it ends, so the
 twentieth trial starts as clean as the first; a crash (segfault, out-of-memory kill, a CUDA error that poisons the
 context) fails that trial only; and every trial is exactly the command a user would run. The cost is a few
-seconds of start-up per trial. The child runs in its own session, so a terminal's Ctrl-C reaches the sweep only,
-which forwards exactly one SIGINT (a second one would make the child stop without its checkpoint).
+seconds of start-up per trial. The command runs under a supervisor (`ssl_toolkit.sweep.child`) that stops it when
+the sweep dies, in its own session, so a terminal's Ctrl-C reaches the sweep only, which forwards exactly one
+SIGINT (a second one would make the trial stop without its checkpoint).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def run_child(command: list[str], log_path: Path) -> int:
             try:
                 proc.wait(timeout=STOP_TIMEOUT)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # the supervisor leads its own process group
             raise
 
 
