@@ -164,3 +164,17 @@ def build_optimizer(model: torch.nn.Module, train: DictConfig) -> torch.optim.Op
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer
+
+
+def apply_optimizer_settings(optimizer: torch.optim.Optimizer, train: DictConfig) -> None:
+    """Set the recipe's lr, weight decay and momentum on an optimizer whose state came from a checkpoint.
+
+    ``load_state`` restores the param groups as saved; a resume that changes these (allowed, see
+    ``run_folder.TRAJECTORY_ON_RESUME``) must win over them. Groups without weight decay keep none.
+    """
+    for group in optimizer.param_groups:
+        group["base_lr"] = train.lr
+        if group.get("weight_decay"):
+            group["weight_decay"] = train.weight_decay
+        if "momentum" in group:
+            group["momentum"] = train.momentum

@@ -223,19 +223,29 @@ def _read_yaml(path: Path) -> DictConfig:
     return raw
 
 
+def _unknown_key(cfg: DictConfig, key: str) -> None:
+    """Raise for the first part of ``key`` that does not exist, with the keys accepted there."""
+    parts = key.split(".")
+    node, parent = cfg, ""
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+            where = parent or "the top level"
+            raise ConfigError(
+                f"unknown key {'.'.join(parts[: i + 1])!r}{did_you_mean(part, keys)}; accepted under {where}: "
+                f"{', '.join(keys) or 'none'}"
+            )
+        node, parent = node[part], ".".join(parts[: i + 1])
+
+
 def _apply_override(cfg: DictConfig, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key or key.startswith((".", "-")):
         hint = " (the shell split a value with spaces: quote the whole override)" if not sep else ""
         raise ConfigError(f"override {item!r} is not of the form key=value, e.g. train.epochs=10{hint}")
     free_form = key.startswith(("objective.", "views."))  # checked by their own parsers
-    if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and "." in key and not free_form:
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent)
-        keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
-        raise ConfigError(
-            f"unknown key {key!r}{did_you_mean(leaf, keys)}; accepted under {parent}: {', '.join(keys) or 'none'}"
-        )
+    if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and not free_form:
+        _unknown_key(cfg, key)
     parsed = _parse_value(item, value)
     if key == "views" and isinstance(parsed, str):
         parsed = view_preset(parsed)

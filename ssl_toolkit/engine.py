@@ -18,8 +18,15 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from ssl_toolkit.builders import TrainData, build_loader, build_model, build_optimizer, build_train_data
-from ssl_toolkit.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
+from ssl_toolkit.builders import (
+    TrainData,
+    apply_optimizer_settings,
+    build_loader,
+    build_model,
+    build_optimizer,
+    build_train_data,
+)
+from ssl_toolkit.checkpoint import divergence_message, load_checkpoint, save_checkpoint
 from ssl_toolkit.data import Batch
 from ssl_toolkit.errors import ConfigError, NonFiniteLossError
 from ssl_toolkit.export import export_run
@@ -80,6 +87,7 @@ def _prepare(cfg: DictConfig, folder: OpenRun, accelerator: Accelerator) -> _Run
     run = _Run(cfg, accelerator, model, optimizer, loader, data, folder)
     if folder.resume_from is not None:
         load_checkpoint(accelerator, folder.resume_from)
+        apply_optimizer_settings(optimizer, tc)  # the recipe's lr/decay/momentum over the saved ones
         accelerator.print(f"resumed from {folder.resume_from} at step {run.core.train_step.item()}")
     steps = tc.epochs * (len(loader) // tc.grad_accum)
     run.total_steps = steps if tc.max_steps is None else min(tc.max_steps, steps)
@@ -109,10 +117,7 @@ def _forward_backward(run: _Run, batch: Batch, step: int, epoch: int) -> tuple[t
         loss_mean = acc.reduce(out.loss.detach(), reduction="mean")  # also keeps every process's guard in step
         if not torch.isfinite(loss_mean):  # step + 1: the step's number in metrics.csv
             raise NonFiniteLossError(
-                f"loss is {loss_mean.item()} at step {step + 1} (epoch {epoch}); stopped without writing a "
-                f"checkpoint, the last good one is {last_checkpoint(run.folder.ckpt_dir) or 'none'}. Rerun the "
-                "same command with a lower train.lr (it resumes from there; train.keep_checkpoints older ones are "
-                "kept), a higher temperature or train.mixed_precision=no"
+                divergence_message(run.folder.ckpt_dir, loss=loss_mean.item(), step=step + 1, epoch=epoch)
             )
         acc.backward(out.loss)
         if acc.sync_gradients:
