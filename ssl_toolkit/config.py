@@ -7,6 +7,7 @@ raised here as one `ConfigError` line, before any model or data is built.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,10 @@ OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
 DATASET_NAMES = ("fashion_mnist", "image_folder")
 VIEW_BACKENDS = ("per_image", "batched")
+DEVICES = ("cpu", "cuda")
 GENERATED_MODES = ("genview", "adainf")
 REPLACED_WHOLE = ("objective", "model.backbone_kwargs")
+WARMUP_KEYS = ("train.warmup_steps", "train.warmup_fraction")
 
 
 @dataclass
@@ -47,9 +50,15 @@ class DataConfig:
     labelled: bool | None = None  # image_folder: None = infer from sub-folders
     subset: int | None = None  # train on a seeded random subset of this many images
     num_workers: int = 1
-    # per_image: torchvision, one image at a time in the loader workers; batched: kornia, a whole batch per
-    # call with per-image randomness (much faster on small images; images must share one size)
+    # per_image: torchvision, one image at a time in the loader workers; batched: a whole batch per call with
+    # per-image randomness, images of any sizes (data/batched_views.py; much faster)
     view_backend: str = "per_image"
+    # batched views: cpu = made in the loader workers; cuda = made in the main process on the training device
+    # after a pinned, non-blocking copy (on a CPU-only run: in the main process, on the CPU)
+    view_device: str = "cpu"
+    # cuda: JPEGs decoded in batches on the training device (nvJPEG), not in the workers; needs view_device=cuda
+    decode_device: str = "cpu"
+    max_pixels: int = 64_000_000  # image folders: larger images are skipped from their header, and counted
     generated: GeneratedConfig = field(default_factory=GeneratedConfig)
 
 
@@ -80,6 +89,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_steps: int = 100
+    # warm-up as a fraction of the run's steps (e.g. 0.05) instead of warmup_steps (then 0; give one of them)
+    warmup_fraction: float | None = None
     min_lr_ratio: float = 0.0
     grad_clip: float | None = None
     mixed_precision: str = "no"  # no | fp16 | bf16
@@ -189,6 +200,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     """
     base = OmegaConf.structured(Recipe)
     cfg = base
+    given: set[str] = set()  # train.warmup_* keys the recipe or the overrides give
     try:
         if path is not None:
             path = Path(path)
@@ -198,6 +210,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             if isinstance(raw, DictConfig) and isinstance(raw.get("views"), str):
                 raw.views = view_preset(raw.views)
             cfg = OmegaConf.merge(cfg, raw)
+            given |= {k for k in WARMUP_KEYS if OmegaConf.select(raw, k, default=None) is not None}
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -214,11 +227,14 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             if key == "views" and isinstance(parsed, str):
                 parsed = view_preset(parsed)
             OmegaConf.update(cfg, key, parsed, merge=merge, force_add=False)
+            given |= {key} & set(WARMUP_KEYS)
     except OmegaConfBaseException as err:
         raise ConfigError(f"recipe error: {_describe(err, base)}") from err
     if cfg.train.mixed_precision == "False":  # YAML 1.1 reads a bare `no` as false
         cfg.train.mixed_precision = "no"
     cfg.views = parse_view_groups(OmegaConf.to_container(cfg.views, resolve=True))
+    if given == {"train.warmup_fraction"}:  # a fraction replaces the default warm-up steps
+        cfg.train.warmup_steps = 0
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -251,6 +267,8 @@ def validate(cfg: DictConfig) -> None:
     _choice(cfg.train.optimizer, OPTIMIZERS, "train.optimizer")
     _choice(cfg.train.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
     _validate_generated(cfg)
+    _validate_view_devices(cfg.data)
+    _validate_warmup(cfg.train)
     for key in ("epochs", "batch_size", "grad_accum", "save_every", "log_every"):
         if cfg.train[key] < 1:
             raise ConfigError(f"train.{key} must be >= 1, got {cfg.train[key]}")
@@ -278,6 +296,47 @@ def _validate_quality_weights(cfg: DictConfig, objective: Any) -> None:
             raise ConfigError(f"quality_weights.{key} does not exist: {qw[key]} (local paths only, nothing downloads)")
     if count_global_views(OmegaConf.to_container(cfg.views, resolve=True)) < 2:
         raise ConfigError("quality_weights compare the first two global views; the views give fewer than 2")
+
+
+def _validate_view_devices(data: DictConfig) -> None:
+    _choice(data.view_device, DEVICES, "data.view_device")
+    _choice(data.decode_device, DEVICES, "data.decode_device")
+    if data.view_device == "cuda" and data.view_backend != "batched":
+        raise ConfigError("data.view_device=cuda needs data.view_backend=batched (per_image views are made in workers)")
+    if data.decode_device == "cuda" and (data.view_device != "cuda" or data.name != "image_folder"):
+        raise ConfigError("data.decode_device=cuda needs data.view_device=cuda and data.name=image_folder")
+    if data.decode_device == "cuda" and data.generated.bank is not None:
+        raise ConfigError("data.decode_device=cuda cannot be combined with data.generated.bank; use decode_device=cpu")
+    if data.max_pixels < 1:
+        raise ConfigError(f"data.max_pixels must be >= 1 (pixels per image, e.g. 64000000), got {data.max_pixels}")
+
+
+def _validate_warmup(train: DictConfig) -> None:
+    fraction = train.warmup_fraction
+    if train.warmup_steps < 0:
+        raise ConfigError(f"train.warmup_steps must be >= 0, got {train.warmup_steps}")
+    if fraction is not None and not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"train.warmup_fraction must be in [0, 1), got {fraction}")
+    if fraction is not None and train.warmup_steps:
+        raise ConfigError(
+            f"train.warmup_steps={train.warmup_steps} and train.warmup_fraction={fraction} both set the warm-up; "
+            "give one of them (or train.warmup_steps=0)"
+        )
+
+
+def warmup_steps_for(train: DictConfig, total_steps: int) -> int:
+    """Warm-up steps of a run of ``total_steps``: ``train.warmup_steps`` or ``train.warmup_fraction`` of the run.
+
+    Warns when the warm-up is not shorter than the run (the learning rate would not reach ``train.lr`` in time).
+    """
+    steps = train.warmup_steps if train.warmup_fraction is None else round(train.warmup_fraction * total_steps)
+    if steps >= total_steps > 0:
+        warnings.warn(
+            f"the warm-up ({steps} steps) is not shorter than the run ({total_steps} steps): the learning rate "
+            "reaches train.lr only at the end, if at all; lower train.warmup_steps or use train.warmup_fraction",
+            stacklevel=2,
+        )
+    return int(steps)
 
 
 def _validate_generated(cfg: DictConfig) -> None:

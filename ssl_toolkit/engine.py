@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from ssl_toolkit.builders import TrainData, build_model, build_optimizer, build_train_data
 from ssl_toolkit.checkpoint import clean_stale, last_checkpoint, save_checkpoint
-from ssl_toolkit.config import save_resolved
+from ssl_toolkit.config import save_resolved, warmup_steps_for
 from ssl_toolkit.data import Batch
 from ssl_toolkit.errors import NonFiniteLossError
 from ssl_toolkit.export import export_run
@@ -68,6 +68,7 @@ class _Run:
     run_dir: Path
     ckpt_dir: Path
     total_steps: int = 0
+    warmup_steps: int = 0
 
     @property
     def core(self) -> torch.nn.Module:
@@ -103,12 +104,13 @@ def _prepare(cfg: DictConfig) -> _Run:
         )
     steps = tc.epochs * (len(loader) // tc.grad_accum)
     run.total_steps = steps if tc.max_steps is None else min(tc.max_steps, steps)
+    run.warmup_steps = warmup_steps_for(tc, run.total_steps)
     return run
 
 
 def _set_lr(run: _Run, step: int) -> None:
     tc = run.cfg.train
-    factor = lr_factor(step, total_steps=run.total_steps, warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio)
+    factor = lr_factor(step, total_steps=run.total_steps, warmup_steps=run.warmup_steps, min_ratio=tc.min_lr_ratio)
     for group in run.optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
 
@@ -194,7 +196,7 @@ def train(cfg: DictConfig) -> Path:
         batches = acc.skip_first_batches(run.loader, skip) if skip else run.loader
         skip = 0
         for batch in batches:
-            loss_mean, logs = _forward_backward(run, batch, step, epoch)
+            loss_mean, logs = _forward_backward(run, run.data.finish_batch(batch), step, epoch)
             if not acc.sync_gradients:
                 continue
             step += 1

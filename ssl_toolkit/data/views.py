@@ -9,6 +9,7 @@ one forward per resolution group.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -33,6 +34,28 @@ class ResizeIfNeeded:
 
     def __repr__(self) -> str:
         return f"ResizeIfNeeded(size={self.size})"
+
+
+class SeparableGaussianBlur(v2.GaussianBlur):
+    """torchvision's GaussianBlur (same parameters, same random draw), convolved as two 1-D passes.
+
+    torchvision convolves image tensors with the full 2-D kernel: 23x23 multiply-adds per pixel at 224 px, about
+    20 ms a view on one core. A Gaussian is separable, so kornia's ``gaussian_blur2d(separable=True)`` gives
+    the same result (up to float rounding; uint8 rounded as torchvision does) with 2x23.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if not isinstance(inpt, Tensor) or inpt.dim() != 3:
+            return super().transform(inpt, params)
+        from kornia.filters import gaussian_blur2d
+
+        sigma_x, sigma_y = params["sigma"]
+        kernel = (self.kernel_size[1], self.kernel_size[0])  # kornia: (height, width); torchvision: (x, y)
+        sigma = torch.tensor([[sigma_y, sigma_x]], dtype=torch.float32)
+        out = gaussian_blur2d(inpt[None].float(), kernel, sigma, border_type="reflect", separable=True)[0]
+        if inpt.dtype == torch.uint8:
+            out = out.round_().clamp_(0, 255).to(torch.uint8)
+        return out
 
 
 def _finish(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
@@ -63,7 +86,7 @@ def _simclr(
     if not greyscale:
         steps.append(v2.RandomGrayscale(p=gray_p))
     if blur_p > 0:
-        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p))
+        steps.append(v2.RandomApply([SeparableGaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p))
     return v2.Compose(steps + _finish(mean, std))
 
 
