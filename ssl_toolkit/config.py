@@ -200,7 +200,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     """
     base = OmegaConf.structured(Recipe)
     cfg = base
-    given: set[str] = set()  # train.warmup_* keys the recipe or the overrides give
+    warmup_layers: list[set[str]] = []  # train.warmup_* keys the recipe file, then the overrides, give
     try:
         if path is not None:
             path = Path(path)
@@ -210,7 +210,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             if isinstance(raw, DictConfig) and isinstance(raw.get("views"), str):
                 raw.views = view_preset(raw.views)
             cfg = OmegaConf.merge(cfg, raw)
-            given |= {k for k in WARMUP_KEYS if OmegaConf.select(raw, k, default=None) is not None}
+            warmup_layers.append({k for k in WARMUP_KEYS if OmegaConf.select(raw, k, default=None) is not None})
         for item in overrides:
             key, sep, value = item.partition("=")
             if not sep or not key:
@@ -227,17 +227,26 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             if key == "views" and isinstance(parsed, str):
                 parsed = view_preset(parsed)
             OmegaConf.update(cfg, key, parsed, merge=merge, force_add=False)
-            given |= {key} & set(WARMUP_KEYS)
+        given = [item.partition("=") for item in overrides]
+        warmup_layers.append({k for k, _, v in given if k in WARMUP_KEYS and _parse_value(v) is not None})
     except OmegaConfBaseException as err:
         raise ConfigError(f"recipe error: {_describe(err, base)}") from err
     if cfg.train.mixed_precision == "False":  # YAML 1.1 reads a bare `no` as false
         cfg.train.mixed_precision = "no"
     cfg.views = parse_view_groups(OmegaConf.to_container(cfg.views, resolve=True))
-    if given == {"train.warmup_fraction"}:  # a fraction replaces the default warm-up steps
-        cfg.train.warmup_steps = 0
+    _settle_warmup(cfg.train, warmup_layers)
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _settle_warmup(train: DictConfig, layers: list[set[str]]) -> None:
+    """The last layer (recipe file, then overrides) that sets one warm-up key decides: the other one is reset."""
+    last = next((keys for keys in reversed(layers) if keys), set())
+    if last == {"train.warmup_fraction"}:
+        train.warmup_steps = 0
+    elif last == {"train.warmup_steps"}:
+        train.warmup_fraction = None
 
 
 def _choice(value: str, accepted: tuple[str, ...], what: str) -> None:
