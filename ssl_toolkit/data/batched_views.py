@@ -4,8 +4,8 @@ Why: a per-image pipeline pays Python and dispatch costs per image and per opera
 applied to a batch draws *one* set of parameters for all its images. Here one call makes view ``v`` of every
 image of the batch: per image, a random-resized-crop box drawn from the image's own size as torchvision draws it
 (``crops.py``), the crops resized with torchvision's antialiased filter, then flip, colour jitter, greyscale,
-Gaussian blur and normalisation on the (B, 3, size, size) batch, with per-image parameters (``colour.py``;
-kornia's separable ``gaussian_blur2d`` with one sigma per image).
+Gaussian blur and normalisation on the (B, 3, size, size) batch, with per-image parameters (``colour.py``,
+``blur.py``).
 
 Randomness: `BatchView.draw` takes every random number from the global torch CPU generator, in a fixed
 amount per call whatever the outcome, and `BatchView.apply` uses none; the collate seeds the generator per
@@ -19,13 +19,15 @@ still uniformly random. The recipe keys, presets, defaults and validation are ``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ssl_toolkit.data.batched_collate import BatchViewCollate, ImageBatch, PositionedImages
+from ssl_toolkit.data.blur import gaussian_blur
 from ssl_toolkit.data.colour import JITTER_OPS, colour_jitter_, to_grey_
 from ssl_toolkit.data.crops import image_sizes, resized_crops, sample_crop_boxes
 from ssl_toolkit.data.view_specs import blur_kernel_size, validated_view_args
@@ -42,6 +44,7 @@ __all__ = [  # the collate side lives in batched_collate.py; its classes are imp
 ]
 Images = Tensor | Sequence[Tensor]  # a uint8 batch (B, 3, H, W) or B uint8 images (3, H_i, W_i)
 SIGMA = (0.1, 2.0)  # SimCLR's Gaussian blur sigma range
+CHUNK_BYTES = 2_500_000  # float pixels processed at a time on the CPU: about 4 views of 224 px, fits in cache
 
 
 @dataclass
@@ -71,6 +74,22 @@ def _subset(mask: Tensor, x: Tensor) -> Tensor | None:
     """Indices (on x's device) of the true entries of ``mask``, or None when there is none."""
     index = mask.nonzero().flatten()
     return index.to(x.device) if len(index) else None
+
+
+def _select(factors: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+    return {k: v[mask] for k, v in factors.items()}
+
+
+def _where(mask: Tensor, x: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """``x[mask] = op(x[mask], mask)``, in place on ``x`` itself when the mask selects every image."""
+    if bool(mask.all()):
+        result = op(x, mask)
+        if result is not x:
+            x.copy_(result)
+        return
+    index = _subset(mask, x)
+    if index is not None:
+        x[index] = op(x[index], mask)
 
 
 class BatchView:
@@ -128,6 +147,10 @@ class BatchView:
     def apply(self, images: Images, params: ViewParams) -> Tensor:
         """Make the views of ``images`` with ``params``, on the images' device (no randomness used).
 
+        On the CPU the pixel work runs a few images at a time (`CHUNK_BYTES` of float pixels), so that its ~30
+        passes over the pixels hit the cache: a 224 px view's hue shift takes half the time it takes on a
+        batch of 32 (measured on one core). The result does not depend on the chunking.
+
         Shape:
             images (B, 3, H, W) or B x (3, H_i, W_i) uint8; returns (B, 3, size, size) float32.
         """
@@ -135,24 +158,31 @@ class BatchView:
         flips = _subset(params.flip, crops)
         if flips is not None:
             crops[flips] = crops[flips].flip(-1)
-        x = crops.to(torch.float32).div_(255.0)
-        index = _subset(params.jitter, x)
-        if index is not None:
-            factors = {k: v[params.jitter] for k, v in params.factors.items()}
-            x[index] = colour_jitter_(x[index], factors, params.order)
-        index = _subset(params.grey, x)
-        if index is not None:
-            x[index] = to_grey_(x[index])
-        index = _subset(params.blur, x)
-        if index is not None:
-            x[index] = self._blur(x[index], params.sigma[params.blur])
-        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+        out = torch.empty(crops.shape, dtype=torch.float32, device=crops.device)
+        per_image = crops[0].numel() * out.element_size()
+        step = max(1, CHUNK_BYTES // per_image) if crops.device.type == "cpu" else len(crops)
+        for start in range(0, len(crops), step):
+            part = slice(start, start + step)
+            self._finish_(out[part].copy_(crops[part]).div_(255.0), params, part)
+        return out
+
+    def _finish_(self, x: Tensor, params: ViewParams, part: slice) -> None:
+        """Jitter, greyscale, blur and normalise the images ``part`` of the batch, in place."""
+        factors = {k: v[part] for k, v in params.factors.items()}
+        _where(params.jitter[part], x, lambda y, sel: colour_jitter_(y, _select(factors, sel), params.order))
+        _where(params.grey[part], x, lambda y, sel: to_grey_(y))
+        _where(params.blur[part], x, lambda y, sel: self._blur(y, params.sigma[part][sel]))
+        x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
 
     def _blur(self, x: Tensor, sigma: Tensor) -> Tensor:
-        from kornia.filters import gaussian_blur2d
+        """Separable Gaussian blur (``blur.py``), one sigma per image, the kernel cut at 4 sigma of the largest.
 
-        sigma = sigma.to(x.device, x.dtype)[:, None].expand(-1, 2)  # (n, 2): the same sigma along y and x
-        return gaussian_blur2d(x, (self.kernel, self.kernel), sigma, border_type="reflect", separable=True)
+        The weights beyond 4 sigma are below 3.4e-4 of the centre one (6e-5 of the mass in all), far below
+        what 8-bit images resolve; torchvision's kernel (10 % of the view side) is never exceeded. Small
+        sigmas then cost a 3-9 tap kernel instead of 23.
+        """
+        reach = 2 * math.ceil(4.0 * float(sigma.max())) + 1
+        return gaussian_blur(x, sigma, max(3, min(self.kernel, reach)))
 
     def __call__(self, images: Images) -> Tensor:
         return self.apply(images, self.draw(image_sizes(images)))

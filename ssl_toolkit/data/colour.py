@@ -7,8 +7,9 @@ HSV and back through many temporaries). Here each adjustment is torchvision's fo
 operations with (B, 1, 1, 1) factors, and the hue shift rotates the hue in one pass without building HSV images:
 with V = max, m = min and C = V - m of a pixel and its hue h in [0, 6), HSV->RGB is
 ``channel_n = V - C * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + h) mod 6`` and n = 5, 3, 1 for R, G, B
-(the standard closed form of HSV->RGB; equal to torchvision's ``_hsv2rgb`` since V·S = C). Tests compare every
-function with torchvision's per-image result.
+(the standard closed form of HSV->RGB; equal to torchvision's ``_hsv2rgb`` since V·S = C), computed as a
+trapezoid of the distance of h to 3, 5 and 1 on the hue circle. Tests compare every function with
+torchvision's per-image result.
 
 All functions work on float images in [0, 1], shape (B, 3, H, W), on any device, and modify them in place.
 """
@@ -23,9 +24,9 @@ JITTER_OPS = ("brightness", "contrast", "saturation", "hue")
 
 
 def grey(x: Tensor) -> Tensor:
-    """(B, 1, H, W) luma of (B, 3, H, W) images, torchvision's weights."""
+    """(B, 1, H, W) luma of (B, 3, H, W) images, torchvision's weights and order of operations."""
     r, g, b = x.unbind(dim=1)
-    return (r * GREY_WEIGHTS[0] + g * GREY_WEIGHTS[1] + b * GREY_WEIGHTS[2]).unsqueeze(1)
+    return r.mul(GREY_WEIGHTS[0]).add_(g, alpha=GREY_WEIGHTS[1]).add_(b, alpha=GREY_WEIGHTS[2]).unsqueeze(1)
 
 
 def _per_image(factor: Tensor, x: Tensor) -> Tensor:
@@ -60,14 +61,15 @@ def adjust_hue_(x: Tensor, shift: Tensor) -> Tensor:
     r, g, b = x.unbind(dim=1)
     v, m = x.amax(dim=1), x.amin(dim=1)  # (B, H, W)
     c = v - m
-    safe = torch.where(c > 0, c, torch.ones_like(c))
-    # hue in sixths of a turn, torchvision's case order: red is the maximum, else green, else blue
-    h = torch.where(v == r, (g - b) / safe, torch.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
-    h = h.add_(6.0 * _per_image(shift, x).view(-1, 1, 1)).unsqueeze(1)  # (B, 1, H, W)
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    k = torch.remainder(h + n, 6.0)  # (B, 3, H, W)
-    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return torch.sub(v.unsqueeze(1), ramp.mul_(c.unsqueeze(1)), out=x)
+    inverse = torch.nan_to_num_(c.reciprocal(), posinf=0.0)  # grey pixels (1 / 0): hue 0, as torchvision
+    # hue in sixths of a turn times c, torchvision's case order: red is the maximum, else green, else blue
+    h = torch.where(v == r, g - b, torch.where(v == g, (b - r).add_(c, alpha=2.0), (r - g).add_(c, alpha=4.0)))
+    h = h.mul_(inverse).add_(6.0 * _per_image(shift, x).view(-1, 1, 1))
+    h = torch.remainder(h, 6.0).unsqueeze(1)  # (B, 1, H, W) in [0, 6)
+    # channel n is V - C * clamp(||h - centre_n| - 3| - 1, 0, 1): a trapezoid on the hue circle
+    centres = torch.tensor([3.0, 5.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    ramp = (h - centres).abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)  # (B, 3, H, W)
+    return torch.addcmul(v.unsqueeze(1), c.unsqueeze(1), ramp, value=-1.0, out=x)
 
 
 _ADJUST = {
