@@ -76,6 +76,16 @@ def _subset(mask: Tensor, x: Tensor) -> Tensor | None:
     return index.to(x.device) if len(index) else None
 
 
+def _output(shape: torch.Size, device: torch.device) -> Tensor:
+    """An empty float32 tensor; in a loader worker, in shared memory, so that handing the views to the main
+    process copies nothing (what torch's default collate does for its stacked tensors)."""
+    if device.type != "cpu" or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    template = torch.empty(0, dtype=torch.float32)
+    storage = template._typed_storage()._new_shared(shape.numel(), device=device)
+    return template.new(storage).resize_(shape)
+
+
 def _select(factors: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
     return {k: v[mask] for k, v in factors.items()}
 
@@ -158,7 +168,7 @@ class BatchView:
         flips = _subset(params.flip, crops)
         if flips is not None:
             crops[flips] = crops[flips].flip(-1)
-        out = torch.empty(crops.shape, dtype=torch.float32, device=crops.device)
+        out = _output(crops.shape, crops.device)
         per_image = crops[0].numel() * out.element_size()
         step = max(1, CHUNK_BYTES // per_image) if crops.device.type == "cpu" else len(crops)
         for start in range(0, len(crops), step):
