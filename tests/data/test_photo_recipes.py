@@ -84,7 +84,15 @@ def test_views_in_the_main_process_train_like_views_in_workers(photos: Path, tmp
     recipe, tiny = "swav_image_folder.yaml", CASES["swav_image_folder.yaml"]
     in_workers = _train(recipe, photos, tmp_path / "a", *tiny, "train.max_steps=2")
     with pytest.warns(UserWarning, match="view_device=cuda without a GPU"):
-        in_main = _train(recipe, photos, tmp_path / "b", *tiny, "train.max_steps=2", "data.view_device=cuda")
+        in_main = _train(
+            recipe,
+            photos,
+            tmp_path / "b",
+            *tiny,
+            "train.max_steps=2",
+            "data.view_device=cuda",
+            "data.decode_device=cuda",
+        )  # JPEGs decoded and views made in the main process: what a GPU run does, on the CPU here
     assert _losses(in_workers) == _losses(in_main)
 
 
