@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ssl_toolkit.data.batch import Batch
+from ssl_toolkit.data.crops import MATMUL_MAX_PIXELS
 from ssl_toolkit.data.decode import decode_batch, decode_pil, is_encoded
 from ssl_toolkit.data.generated import sample_extras, source_of
 from ssl_toolkit.data.view_dataset import mix_seeds
@@ -149,9 +150,11 @@ class BatchViewCollate:
 
 
 def _stacked(images: list[Tensor]) -> Tensor | list[Tensor]:
-    """One (B, 3, H, W) tensor when the images share a size, else the list (the transforms take either)."""
+    """One (B, 3, H, W) tensor when the images share a small size (batched crops, ``crops.py``), else the list
+    (the transforms take either; large images are cropped one by one, straight from their decoded memory)."""
     first = images[0].shape
-    return torch.stack(images) if all(x.shape == first for x in images) else images
+    small = first[-2] * first[-1] <= MATMUL_MAX_PIXELS
+    return torch.stack(images) if small and all(x.shape == first for x in images) else images
 
 
 class PositionedImages(torch.utils.data.Dataset):
