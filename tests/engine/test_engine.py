@@ -87,7 +87,7 @@ GENVIEW = [
 def test_resume_after_kill_gives_identical_losses(
     tmp_path: Path, data: Path, bank: Path, photos: Path, monkeypatch, overrides
 ) -> None:
-    overrides = [o.format(photos=photos) for o in overrides]
+    overrides = [o.replace("{photos}", str(photos)) for o in overrides]
     if any(o.startswith("data.generated") for o in overrides):
         overrides = [*overrides, f"data.generated.bank={bank}"]
     full = engine.train(_cfg(tmp_path, data, "full", *overrides))
