@@ -44,6 +44,7 @@ __all__ = [  # the collate side lives in batched_collate.py; its classes are imp
 ]
 Images = Tensor | Sequence[Tensor]  # a uint8 batch (B, 3, H, W) or B uint8 images (3, H_i, W_i)
 SIGMA = (0.1, 2.0)  # SimCLR's Gaussian blur sigma range
+TRUNCATE = 4.0  # blur kernels end at 4 sigma
 CHUNK_BYTES = 2_500_000  # float pixels processed at a time on the CPU: about 4 views of 224 px, fits in cache
 
 
@@ -159,7 +160,7 @@ class BatchView:
 
         On the CPU the pixel work runs a few images at a time (`CHUNK_BYTES` of float pixels), so that its ~30
         passes over the pixels hit the cache: a 224 px view's hue shift takes half the time it takes on a
-        batch of 32 (measured on one core). The result does not depend on the chunking.
+        batch of 32 (measured on one core). The result does not depend on the chunking (up to float rounding).
 
         Shape:
             images (B, 3, H, W) or B x (3, H_i, W_i) uint8; returns (B, 3, size, size) float32.
@@ -185,14 +186,14 @@ class BatchView:
         x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
 
     def _blur(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """Separable Gaussian blur (``blur.py``), one sigma per image, the kernel cut at 4 sigma of the largest.
+        """Separable Gaussian blur (``blur.py``), one sigma per image, each kernel cut at 4 of its sigmas.
 
         The weights beyond 4 sigma are below 3.4e-4 of the centre one (6e-5 of the mass in all), far below
-        what 8-bit images resolve; torchvision's kernel (10 % of the view side) is never exceeded. Small
-        sigmas then cost a 3-9 tap kernel instead of 23.
+        what 8-bit images resolve; torchvision's kernel (10 % of the view side) is never exceeded. The
+        convolution is as wide as the largest cut kernel of the chunk: small sigmas cost 3-9 taps instead of 23.
         """
-        reach = 2 * math.ceil(4.0 * float(sigma.max())) + 1
-        return gaussian_blur(x, sigma, max(3, min(self.kernel, reach)))
+        reach = 2 * math.ceil(TRUNCATE * float(sigma.max())) + 1
+        return gaussian_blur(x, sigma, max(3, min(self.kernel, reach)), truncate=TRUNCATE)
 
     def __call__(self, images: Images) -> Tensor:
         return self.apply(images, self.draw(image_sizes(images)))

@@ -13,13 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int, *, truncate: float | None = None) -> Tensor:
     """Blur each image with its own sigma (the same along both axes), reflection padding.
 
     Args:
         x: float images.
         sigma: (B,) standard deviations in pixels.
         kernel_size: odd kernel width, at most the image side + 1 (reflection padding).
+        truncate: cut each image's kernel at this many of its own sigmas (weights beyond are 0, the rest
+            renormalised), so its result does not depend on the kernel width; None keeps the whole width.
 
     Returns:
         The blurred images, a new (B, C, H, W) tensor.
@@ -30,7 +32,12 @@ def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     from kornia.filters import get_gaussian_kernel1d
 
     n, channels, height, width = x.shape
-    weights = get_gaussian_kernel1d(kernel_size, sigma.to(x.device, x.dtype)[:, None])  # (B, k)
+    sigma = sigma.to(x.device, x.dtype)[:, None]  # (B, 1)
+    weights = get_gaussian_kernel1d(kernel_size, sigma)  # (B, k)
+    if truncate is not None:
+        offsets = torch.arange(kernel_size, device=x.device, dtype=x.dtype) - kernel_size // 2
+        weights = weights * (offsets.abs()[None] <= torch.ceil(truncate * sigma))
+        weights = weights / weights.sum(dim=1, keepdim=True)
     weights = weights.repeat_interleave(channels, dim=0)  # (B*C, k)
     pad = kernel_size // 2
     padded = F.pad(x, (pad, pad, pad, pad), mode="reflect").reshape(1, n * channels, height + 2 * pad, width + 2 * pad)

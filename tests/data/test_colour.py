@@ -1,4 +1,4 @@
-"""Batched colour adjustments against torchvision's per-image functions (the reference)."""
+"""Batched colour adjustments and blur against torchvision's per-image functions (the reference)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,17 @@ def test_jitter_order_and_greyscale_match_torchvision() -> None:
     assert torch.allclose(partial, colour.adjust_brightness_(x.clone(), factors["brightness"]))
     grey = colour.to_grey_(x.clone())
     assert torch.allclose(grey, torch.stack([TF.rgb_to_grayscale(image, 3) for image in x]), atol=1e-6)
+
+
+def test_separable_blur_matches_torchvision_and_truncation_is_per_image() -> None:
+    from ssl_toolkit.data.blur import gaussian_blur
+
+    x = _images(4)
+    sigma = torch.tensor([0.1, 0.7, 1.3, 2.0])
+    out = gaussian_blur(x, sigma, 9)
+    ref = torch.stack([TF.gaussian_blur(image, [9, 9], [float(s), float(s)]) for image, s in zip(x, sigma)])
+    assert torch.allclose(out, ref, atol=1e-6)
+    # cut at 2 sigma: each image's result is the same whatever the convolution width (its kernel ends earlier)
+    narrow, wide = gaussian_blur(x, sigma, 5, truncate=2.0), gaussian_blur(x, sigma, 15, truncate=2.0)
+    assert torch.allclose(narrow[:2], wide[:2], atol=1e-6)  # sigmas 0.1 and 0.7: 2 sigma fits in 5 taps
+    assert not torch.allclose(narrow[3], wide[3], atol=1e-3)  # sigma 2: its 2-sigma kernel needs 9 taps
