@@ -22,6 +22,7 @@ from ssl_toolkit.errors import ConfigError, did_you_mean
 from ssl_toolkit.eval import defaults as eval_defaults
 
 REPLACED_WHOLE = ("objective", "model.backbone_kwargs")  # free-form dicts: an override replaces them
+WARMUP_KEYS = ("train.warmup_steps", "train.warmup_fraction")
 
 
 @dataclass
@@ -48,9 +49,15 @@ class DataConfig:
     labelled: bool | None = None  # image_folder, webdataset, hf_dataset: None = infer (sub-folders, cls/label)
     subset: int | None = None  # train on a seeded random subset of this many images
     num_workers: int = 1  # DataLoader workers (views are made there, or in the collate for batched views)
-    # per_image: torchvision, one image at a time in the loader workers; batched: kornia, a whole batch per
-    # call with per-image randomness (much faster on small images; images must share one size)
+    # per_image: torchvision, one image at a time in the loader workers; batched: a whole batch per call with
+    # per-image randomness, images of any sizes (data/batched_views.py; much faster)
     view_backend: str = "per_image"
+    # batched views: cpu = made in the loader workers; cuda = made in the main process on the training device
+    # after a pinned, non-blocking copy (on a CPU-only run: in the main process, on the CPU)
+    view_device: str = "cpu"
+    # cuda: JPEGs decoded in batches on the training device (nvJPEG), not in the workers; needs view_device=cuda
+    decode_device: str = "cpu"
+    max_pixels: int = 64_000_000  # larger images are skipped from their header (never decoded), and counted
     generated: GeneratedConfig = field(default_factory=GeneratedConfig)
 
 
@@ -81,6 +88,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_steps: int = 100
+    # warm-up as a fraction of the run's steps (e.g. 0.05) instead of warmup_steps (then 0; give one of them)
+    warmup_fraction: float | None = None
     min_lr_ratio: float = 0.0
     grad_clip: float | None = None
     mixed_precision: str = "no"  # no | fp16 | bf16
@@ -270,19 +279,34 @@ def load(
 
     base = OmegaConf.structured(Recipe)
     cfg = base
+    warmup_layers: list[set[str]] = []  # the train.warmup_* keys the recipe file, then the overrides, give
     try:
         if path is not None:
-            cfg = OmegaConf.merge(cfg, _read_yaml(Path(path)))
+            raw = _read_yaml(Path(path))
+            cfg = OmegaConf.merge(cfg, raw)
+            warmup_layers.append({k for k in WARMUP_KEYS if OmegaConf.select(raw, k, default=None) is not None})
         for item in overrides:
             _apply_override(cfg, item)
+        given = [item.partition("=") for item in overrides]
+        warmup_layers.append({k for k, _, v in given if k in WARMUP_KEYS and v not in ("", "null", "None")})
     except OmegaConfBaseException as err:
         raise ConfigError(f"recipe error: {_describe(err, base)}") from None
     if cfg.train.mixed_precision == "False":  # YAML 1.1 reads a bare `no` as false
         cfg.train.mixed_precision = "no"
     cfg.views = parse_view_groups(OmegaConf.to_container(cfg.views, resolve=True))
+    _settle_warmup(cfg.train, warmup_layers)
     validate(cfg, allow_import=allow_import)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _settle_warmup(train: DictConfig, layers: list[set[str]]) -> None:
+    """The last layer (recipe file, then overrides) that sets one warm-up key decides: the other one is reset."""
+    last = next((keys for keys in reversed(layers) if keys), set())
+    if last == {"train.warmup_fraction"}:
+        train.warmup_steps = 0
+    elif last == {"train.warmup_steps"}:
+        train.warmup_fraction = None
 
 
 def save_resolved(cfg: DictConfig, path: str | Path) -> None:

@@ -34,7 +34,7 @@ from ssl_toolkit.interrupts import Interrupted, StopRequests
 from ssl_toolkit.objectives import StepContext
 from ssl_toolkit.run_folder import OpenRun, open_for_training, run_dir_of
 from ssl_toolkit.run_log import ProgressLog
-from ssl_toolkit.schedule import lr_factor
+from ssl_toolkit.schedule import lr_factor, warmup_steps_for
 
 __all__ = ["NonFiniteLossError", "run_dir_of", "train"]
 
@@ -60,6 +60,7 @@ class _Run:
     data: TrainData
     folder: OpenRun
     total_steps: int = 0
+    warmup_steps: int = 0
 
     @property
     def run_dir(self) -> Path:
@@ -91,12 +92,13 @@ def _prepare(cfg: DictConfig, folder: OpenRun, accelerator: Accelerator) -> _Run
         accelerator.print(f"resumed from {folder.resume_from} at step {run.core.train_step.item()}")
     steps = tc.epochs * (len(loader) // tc.grad_accum)
     run.total_steps = steps if tc.max_steps is None else min(tc.max_steps, steps)
+    run.warmup_steps = warmup_steps_for(tc, run.total_steps)
     return run
 
 
 def _set_lr(run: _Run, step: int) -> None:
     tc = run.cfg.train
-    factor = lr_factor(step, total_steps=run.total_steps, warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio)
+    factor = lr_factor(step, total_steps=run.total_steps, warmup_steps=run.warmup_steps, min_ratio=tc.min_lr_ratio)
     for group in run.optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
 
@@ -204,7 +206,7 @@ def _loop(run: _Run, stop: StopRequests) -> int:
             run.loader.set_epoch(epoch)
             batches = acc.skip_first_batches(run.loader, skip) if skip else run.loader
             skip = 0
-            for batch in progress.timed(batches):
+            for batch in progress.timed(batches, finish=run.data.finish_batch):
                 loss_mean, logs = _forward_backward(run, batch, step, epoch)
                 if not acc.sync_gradients:
                     continue

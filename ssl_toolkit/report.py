@@ -85,7 +85,7 @@ def _views(run_dir: Path, cfg, n_samples: int) -> Path:
 
     data = build_train_data(cfg)
     positions = list(iter(data.sampler))[:n_samples]
-    batch = data.collate_fn([data.dataset[p] for p in positions])
+    batch = data.finish_batch(data.collate_fn([data.dataset[p] for p in positions]))  # views made here
     views, bank_flags = batch.views, batch.extras.get("is_generated")  # flags: with a bank
     mean, std = torch.tensor(data.base.mean), torch.tensor(data.base.std)
     fig, axes = plt.subplots(n_samples, len(views), figsize=(1.3 * len(views), 1.3 * n_samples), squeeze=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +128,14 @@ class ProgressLog:
         self.t_last, self.step_last = time.perf_counter(), step
         self.waited, self.windows, self.wait_hint = 0.0, 0, wait_hint
 
-    def timed(self, batches: Iterable[Any]) -> Iterator[Any]:
-        """Yield ``batches``, adding the time spent waiting for each to the meter."""
+    def timed(self, batches: Iterable[Any], finish: Callable[[Any], Any] = lambda b: b) -> Iterator[Any]:
+        """Yield ``finish(batch)`` for each of ``batches``, adding the time spent waiting for it (and finishing
+        it: views made on the training device are data work too) to the meter."""
         iterator = iter(batches)
         while True:
             t0 = time.perf_counter()
             try:
-                batch = next(iterator)
+                batch = finish(next(iterator))
             except StopIteration:
                 return
             self.waited += time.perf_counter() - t0
