@@ -184,10 +184,11 @@ def _data(files: RunFiles, rj: dict[str, Any]) -> tuple[str, str]:
         classes = len(names) if isinstance(names, list) and names else None
     kind = "unlabelled" if is_labelled is False else (f"{classes} classes" if classes else "labelled")
     kind = kind if is_labelled is not None else "labels unknown"
-    count = f"{images:,} training images" if isinstance(images, int) else "training images: unknown"
+    count = f"{images:,} training images, " if isinstance(images, int) else ""
     skipped = rj.get("skipped_files")
     skipped_text = f", {skipped} unreadable files skipped" if isinstance(skipped, int) and skipped else ""
-    return f"{dataset}" + (f" at {root}" if root else ""), f"{count}, {kind}{skipped_text}"
+    unknown = "" if isinstance(images, int) else " (image count unknown)"
+    return f"{dataset}" + (f" at {root}" if root else ""), f"{count}{kind}{skipped_text}{unknown}"
 
 
 def _steps(files: RunFiles, rj: dict[str, Any]) -> tuple[str, str]:

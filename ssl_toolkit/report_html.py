@@ -14,24 +14,35 @@ from ssl_toolkit.report_verdict import Verdict
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1160px;margin:1.5em auto;
-padding:0 1em;color:#1f2328;line-height:1.45}
-h1{margin:0 0 .1em;font-size:1.7em}h2{margin:1.6em 0 .5em;font-size:1.25em;border-bottom:1px solid #d0d7de;
-padding-bottom:.2em}.sub{color:#59636e;margin:0 0 1em}img{max-width:100%}
+ padding:0 1em;color:#1f2328;line-height:1.45}
+h1{margin:0 0 .1em;font-size:1.7em}
+h2{margin:1.6em 0 .5em;font-size:1.25em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
+.sub{color:#59636e;margin:0 0 1em}
+img{max-width:100%}
 .facts{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:.35em 1.5em;margin:.8em 0;
-padding:.8em 1em;background:#f6f8fa;border-radius:8px}.facts div{font-size:.92em}.facts b{display:block;
-color:#59636e;font-weight:600;font-size:.78em;text-transform:uppercase;letter-spacing:.03em}
-.cards{display:flex;flex-wrap:wrap;gap:.8em;margin:.6em 0 1em}.card{flex:1 1 200px;border-radius:8px;
-padding:.7em 1em;border:1px solid}.card .v{font-size:1.7em;font-weight:650}.card .t{font-size:.85em}
+ padding:.8em 1em;background:#f6f8fa;border-radius:8px}
+.facts div{font-size:.92em}
+.facts b{display:block;color:#59636e;font-weight:600;font-size:.78em;text-transform:uppercase;letter-spacing:.03em}
+.cards{display:flex;flex-wrap:wrap;gap:.8em;margin:.6em 0 1em}
+.card{flex:1 1 200px;border-radius:8px;padding:.7em 1em;border:1px solid}
+.card .v{font-size:1.7em;font-weight:650}
+.card .t{font-size:.85em}
 .card .w{font-size:.8em;margin-top:.2em}
-table{border-collapse:collapse;font-size:.9em;margin:.4em 0}th,td{padding:.35em .8em;text-align:right;
-border-bottom:1px solid #d0d7de}th:first-child,td:first-child,.l{text-align:left}th{background:#f6f8fa}
-.pill{display:inline-block;border-radius:1em;padding:.1em .7em;font-size:.85em;white-space:nowrap}
-.good{background:#dafbe1;color:#116329;border-color:#4ac26b}.warn{background:#fff8c5;color:#7d4e00;
-border-color:#d4a72c}.bad{background:#ffebe9;color:#a40e26;border-color:#ff818e}.info{background:#eaeef2;
-color:#424a53;border-color:#afb8c1}
-.note{padding:.55em .9em;border-radius:6px;margin:.5em 0;border:1px solid}.unavailable{color:#59636e;
-font-style:italic}details{margin:.6em 0}pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}
-.defs{font-size:.85em;color:#424a53}.defs li{margin:.15em 0}
+table{border-collapse:collapse;font-size:.9em;margin:.4em 0}
+th,td{padding:.35em .8em;text-align:right;border-bottom:1px solid #d0d7de}
+th:first-child,td:first-child,.l{text-align:left}
+th{background:#f6f8fa;white-space:nowrap}
+.pill{display:inline-block;border-radius:1em;padding:.1em .7em;font-size:.85em}
+.good{background:#dafbe1;color:#116329;border-color:#4ac26b}
+.warn{background:#fff8c5;color:#7d4e00;border-color:#d4a72c}
+.bad{background:#ffebe9;color:#a40e26;border-color:#ff818e}
+.info{background:#eaeef2;color:#424a53;border-color:#afb8c1}
+.note{padding:.55em .9em;border-radius:6px;margin:.5em 0;border:1px solid}
+.unavailable{color:#59636e;font-style:italic}
+details{margin:.6em 0}
+pre{background:#f6f8fa;padding:.8em;overflow-x:auto;font-size:.85em}
+.defs{font-size:.85em;color:#424a53}
+.defs li{margin:.15em 0}
 """
 
 

@@ -160,7 +160,7 @@ def find_neighbours(encoder: nn.Module, cfg: Any, *, n_queries: int = 6, bank_si
     sims, idx = search_topk(F.normalize(hb, dim=1), F.normalize(hq, dim=1), k=k)
     name = (lambda y: classes[y] if 0 <= y < len(classes) else str(y)) if classes else str
     rows = [
-        [(bank[j][0], f"{name(int(yb[j]))} {s:.2f}" if labelled else f"#{c}  cos {s:.2f}",
+        [(bank[j][0], f"{name(int(yb[j]))} {s:.3f}" if labelled else f"#{c}  cos {s:.3f}",
           labelled and int(yb[j]) != int(yq[r])) for c, (j, s) in enumerate(zip(idx[r].tolist(), sims[r].tolist()), 1)]
         for r in range(len(queries))
     ]  # fmt: skip

@@ -45,8 +45,9 @@ def _draw(ax, columns: dict[str, list[float]], series: list[tuple[str, str]], be
     if options.get("reference") is not None:
         value, label = options["reference"]
         ax.axhline(value, color="0.55", linestyle=":", linewidth=1, label=label)
-    if best is not None and options.get("best", False):
-        ax.axvline(best[0], color=BEST_COLOUR, linestyle="--", linewidth=1, label=f"best RankMe, step {best[0]:,}")
+    if best is not None and options.get("best", False):  # named in the legend of the loss only (the HTML says it)
+        label = f"best RankMe, step {best[0]:,}" if options["best"] == "label" else None
+        ax.axvline(best[0], color=BEST_COLOUR, linestyle="--", linewidth=1, label=label)
     ax.set_title(options.get("title", ""), fontsize=9)
     ax.set_xlabel("step", fontsize=8)
     if options.get("ylabel"):
@@ -77,7 +78,7 @@ def training_panels(columns: dict[str, list[float]]) -> list[Panel]:
     """Loss, learning rate, a varying temperature, images/s, data wait, and any other logged series."""
     panels: list[Panel] = []
     if "loss" in columns:
-        panels.append(("loss", [("loss", "loss")], {"best": True}))
+        panels.append(("loss", [("loss", "loss")], {"best": "label"}))
     if "lr" in columns:
         panels.append(("learning rate", [("lr", "lr")], {}))
     taus = [c for c in TEMPERATURE_COLUMNS if c in columns and _varies(columns[c])]

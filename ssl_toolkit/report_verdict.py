@@ -6,9 +6,11 @@ architecture with random weights). A pretrained encoder is worth having when it 
 
 - k-NN and linear probe (higher is better, comparable with both floors): green "clears both floors", amber
   "clears random-init only" (or "raw pixels only"), red "below both floors"; a tie does not clear a floor.
-- RankMe and LiDAR (effective ranks; only comparable at the same feature width, so against ``random_init``
-  only; raw pixels have another width and no LiDAR): green above random-init, amber below it; RankMe below
-  the monitor's collapse fraction (5 %) of the embedding width is red, "collapsing".
+- RankMe and LiDAR are effective ranks meant for comparing runs of one method (RankMe and LiDAR papers), not
+  floors: a trained encoder often uses fewer directions than random weights and is better for it. So RankMe
+  gets a verdict only on collapse: red "collapsing" below the monitor's collapse fraction (5 %) of the
+  embedding width, green "not collapsed" above it; LiDAR is shown without a colour. Both show the
+  random-init value for scale (raw pixels have another width and no LiDAR).
 - dead dimensions (lower is better): green at or below random-init's share, amber above it.
 - alpha-ReQ has no better direction (the paper finds good probes near 1, flat spectra below, collapse
   above), and the mean feature norm is scale-dependent: both are shown without a colour.
@@ -94,13 +96,12 @@ def _against_both(enc: float, floors: dict[str, float]) -> tuple[str, str]:
 
 
 def _rank_like(key: str, enc: float, rand: float | None, width: int | None, collapse: float) -> tuple[str, str]:
-    if key == "rankme" and width and enc < collapse * width:
-        return BAD, f"collapsing: {enc:.1f} of {width} dimensions (< {collapse:.0%})"
-    if rand is None:
-        return INFO, "no random-init floor"
-    if enc > rand:
-        return GOOD, "above random-init"
-    return WARN, "below random-init: fewer directions used than by random weights"
+    scale = f"random init {rand:.1f}" if rand is not None else "no random-init floor"
+    if key == "rankme" and width:
+        if enc < collapse * width:
+            return BAD, f"collapsing: {enc:.1f} of {width} dimensions (< {collapse:.0%}); {scale}"
+        return GOOD, f"not collapsed: {enc:.1f} of {width} dimensions (>= {collapse:.0%}); {scale}"
+    return INFO, f"higher is better within one method; {scale}"
 
 
 def verdict(key: str, results: dict[str, Any], *, width: int | None = None, collapse: float = 0.05) -> Verdict | None:

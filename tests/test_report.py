@@ -164,9 +164,12 @@ def test_label_free_verdicts() -> None:
         {"rankme": 500.0, "dead_fraction": 0.0},
         {"rankme": 20.0, "lidar": 9.0, "dead_fraction": 0.1},
     )
-    assert verdict("rankme", m, width=64).colour == GOOD  # above random init; raw pixels have another width
+    assert verdict("rankme", m, width=64).colour == GOOD  # 30 of 64 dimensions: not collapsed
     assert verdict("rankme", m, width=1024).colour == BAD  # 30 of 1024 dimensions is below 5 %: collapsing
-    assert verdict("lidar", m).colour == WARN and verdict("dead_fraction", m).colour == WARN
+    assert verdict("rankme", m, width=1024, collapse=0.01).colour == GOOD
+    assert verdict("rankme", m).colour == INFO  # width unknown: no collapse check, no floor verdict
+    assert verdict("lidar", m).colour == INFO and "random init 9.0" in verdict("lidar", m).words
+    assert verdict("dead_fraction", m).colour == WARN
     assert verdict("alpha_req", m).colour == INFO and "undefined" in verdict("alpha_req", m).words
     assert verdict("knn_dino", m) is None  # no labels, no row
     assert verdict("knn_dino", _metrics({"knn_dino": 50.0})).words == "no floors computed"
@@ -205,8 +208,9 @@ def test_report_of_hand_made_files_colours_each_metric_and_reads_run_json(
     (run / "run.json").write_text(json.dumps(run_json))
     _input_bound(run / "metrics.csv", 0.6)
     page = write_report(run, n_queries=2, bank_size=8).read_text()
-    for colour, words in ((GOOD, "clears both floors"), (WARN, "clears random-init only"), (BAD, "below both floors"),
-                          (GOOD, "above random-init"), (WARN, "below random-init")):  # fmt: skip
+    expected = [(GOOD, "clears both floors"), (WARN, "clears random-init only"), (BAD, "below both floors"),
+                (GOOD, "not collapsed: 40.0 of 64"), (INFO, "higher is better within one method")]  # fmt: skip
+    for colour, words in expected:
         assert f'<span class="pill {colour}">{words}' in page
     for text in ("image_folder at /data/photos", "12,345 training images, 2 classes, 3 unreadable files skipped",
                  "8 of 8", "2 (4 steps each)", "1 h 01 min", "1,234", "cuda:0 NVIDIA H200, bf16, 1 process",
