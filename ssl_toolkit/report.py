@@ -20,7 +20,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ssl_toolkit import report_html as H
-from ssl_toolkit.report_facts import RunFiles, best_rankme, data_wait, embedding_width, header_facts, labelled, read_run
+from ssl_toolkit.report_facts import (
+    RunFiles,
+    best_rankme,
+    data_wait,
+    embedding_width,
+    finite,
+    header_facts,
+    labelled,
+    read_run,
+)
 from ssl_toolkit.report_verdict import DEFINITION_KEYS, FLOORS, LABEL_BASED, definition, verdicts
 
 CARDS_LABELLED = ("knn_dino", "linear", "rankme", "lidar")
@@ -103,7 +112,8 @@ def _monitoring(files: RunFiles, best: tuple[int, float] | None) -> str:
     html = _curves(files, "monitor", missing, monitor_figure, best)
     if best is not None:
         exported = " and exported to encoder_best/" if files.best_export else ""
-        html = f"<p>Best embedding RankMe {best[1]:.1f} at step {best[0]:,}{exported} (dashed line).</p>" + html
+        line = " (dashed line)" if len(files.monitor.get("step", [])) > 1 else ""
+        html = f"<p>Best embedding RankMe {best[1]:.1f} at step {best[0]:,}{exported}{line}.</p>" + html
     return html
 
 
@@ -114,8 +124,8 @@ def _header_notes(files: RunFiles) -> str:
     if files.recipe_problem:
         notes.append(H.note(f"The recipe does not validate on this machine ({files.recipe_problem}); the parts "
                             "that need the data are skipped.", "warn"))  # fmt: skip
-    wait = data_wait(files)
-    if wait is not None and wait > ProgressLog.WAIT_HINT:
+    wait, windows = data_wait(files), len(finite(files.metrics.get("data_wait", [])))
+    if wait is not None and wait > ProgressLog.WAIT_HINT and windows > 1:  # the first window holds the start-up
         workers = files.get("data", "num_workers")
         notes.append(H.note(
             f"Input-bound: training waited for data {wait:.0%} of the time. Raise data.num_workers (now "

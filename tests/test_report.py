@@ -118,7 +118,8 @@ def test_a_run_with_one_logged_point_gets_tables_not_empty_axes(tmp_path: Path) 
     page = write_report(run, n_queries=2, bank_size=8).read_text()
     assert page.count("One logged row (step 1)") == 2  # metrics.csv and monitor.csv
     assert not (run / "report_curves.png").exists() and not (run / "report_monitor.png").exists()
-    assert "no metrics.json" in page
+    assert "no metrics.json" in page and "(dashed line)" not in page  # no figure, no line to point at
+    assert "Input-bound" not in page  # one window (start-up included) is no evidence
 
 
 def test_a_run_folder_whose_data_is_gone_renders_the_rest(runs: dict[str, Path], tmp_path: Path) -> None:
