@@ -132,6 +132,8 @@ class MonitorConfig:
     samples: int = 2048  # fixed seeded subset of clean training images
     knn_bank: int = 1536  # of which the k-NN bank (the rest are queries; only when labels exist)
     collapse_fraction: float = 0.05  # warn when RankMe < this fraction of the embedding width
+    lidar_samples: int = 256  # LiDAR: the first of the subset, each seen as lidar_views simclr views; 0 = off
+    lidar_views: int = 4
     export_best: bool = False  # export the encoder with the best RankMe to run_dir/encoder_best
 
 

@@ -98,6 +98,9 @@ def _check_eval_and_monitor(cfg: DictConfig) -> None:
             f"samples={mc.samples}, knn_bank={mc.knn_bank}"
         )
     _number(mc, "monitor", "collapse_fraction", low=0, high=1)
+    if not (mc.lidar_samples == 0 or mc.lidar_samples >= 2) or mc.lidar_views < 2:
+        raise ConfigError(f"monitor: LiDAR needs lidar_samples 0 (off) or >= 2 and lidar_views >= 2, got "
+                          f"{mc.lidar_samples}, {mc.lidar_views}")  # fmt: skip
 
 
 def _check_data(cfg: DictConfig) -> None:
