@@ -51,12 +51,16 @@ class WarningLines:
         self._previous: Any = None
 
     def __enter__(self) -> WarningLines:
-        self._previous = warnings.showwarning
+        self._previous = warnings.catch_warnings()  # restores the filters and showwarning on exit
+        self._previous.__enter__()
         warnings.showwarning = self.showwarning
+        # every skipped file reaches this hook, which keeps its own list (Python's "default" action would show a
+        # file once per process and location, hiding it from a second command run in the same process)
+        warnings.filterwarnings("always", message="skipping unreadable ")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        warnings.showwarning = self._previous
+        self._previous.__exit__(*exc)
         line = self.closing_line()
         if line:
             self._write(line)

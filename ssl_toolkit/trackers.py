@@ -181,7 +181,9 @@ class Tracking:
 def start(accelerator: Any, cfg: Any, run_dir: Path, step: int) -> Tracking:
     """Start the recipe's trackers at ``step`` (continuing the runs of ``trackers.json`` on a resume).
 
-    The resolved recipe is each tracker's configuration; the tracker run ids are written to ``trackers.json``.
+    The resolved recipe is each new tracker run's configuration (W&B's is updated on a resume; MLflow refuses
+    to change a parameter, so a resume's changes are only in ``recipe.resumed-<step>.yaml``); the tracker run ids
+    are written to ``trackers.json``.
     """
     from accelerate.tracking import TensorBoardTracker
 
@@ -196,7 +198,12 @@ def start(accelerator: Any, cfg: Any, run_dir: Path, step: int) -> Tracking:
             init_kwargs["mlflow"] = _mlflow_kwargs(cfg, run_dir, saved.get("mlflow"))
         if "wandb" in names:
             init_kwargs["wandb"] = _wandb_kwargs(run_dir, saved.get("wandb"))
-        accelerator.init_trackers(cfg.name, config=flat_config(cfg), init_kwargs=init_kwargs)
+        accelerator.init_trackers(cfg.name, config=None, init_kwargs=init_kwargs)
+        params = flat_config(cfg)
+        for tracker in accelerator.trackers:
+            # a resumed TensorBoard or MLflow run keeps the parameters it started with (MLflow refuses changes)
+            if not (step > 0 and (tracker.name == "tensorboard" or tracker.name == "mlflow" and "mlflow" in saved)):
+                tracker.store_init_configuration(params)
     tracking = Tracking(accelerator, run_dir)
     if accelerator.is_main_process and tracking.ids():
         (run_dir / IDS_FILE).write_text(json.dumps(tracking.ids(), indent=1) + "\n")
