@@ -198,7 +198,14 @@ def start(accelerator: Any, cfg: Any, run_dir: Path, step: int) -> Tracking:
             init_kwargs["mlflow"] = _mlflow_kwargs(cfg, run_dir, saved.get("mlflow"))
         if "wandb" in names:
             init_kwargs["wandb"] = _wandb_kwargs(run_dir, saved.get("wandb"))
-        accelerator.init_trackers(cfg.name, config=None, init_kwargs=init_kwargs)
+        try:
+            accelerator.init_trackers(cfg.name, config=None, init_kwargs=init_kwargs)
+        except Exception as err:  # a tracker's own error (no server, no login): one line, not its traceback
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise ConfigError(
+                f"the trackers {names} did not start: {type(err).__name__}: {first}; check their settings "
+                "(docs/cli.md) or remove them from train.log_with"
+            ) from err
         params = flat_config(cfg)
         for tracker in accelerator.trackers:
             # a resumed TensorBoard or MLflow run keeps the parameters it started with (MLflow refuses changes)

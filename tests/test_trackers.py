@@ -149,3 +149,18 @@ def test_a_failed_run_ends_its_mlflow_run_as_failed(tmp_path: Path, monkeypatch)
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.info.status == "FAILED" and mlflow.active_run() is None
     assert trackers.active(tmp_path / "runs" / "tiny") is None
+
+
+def test_a_tracker_that_cannot_start_is_one_line_exit_2(tmp_path: Path, monkeypatch, capfd) -> None:
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
+    data = make_image_folder(tmp_path / "images", per_class=8)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    capfd.readouterr()
+    rc = cli.main(["train", "tiny", f"data.root={data}", f"train.output_dir={tmp_path / 'runs'}",
+                   "train.log_with=[mlflow]", "eval.after_train=false"])  # fmt: skip
+    AcceleratorState._reset_state(reset_partial_state=True)
+    err = capfd.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("ssl-toolkit: error: the trackers ['mlflow'] did not start: "), err
+    assert "Traceback" not in "\n".join(err)
