@@ -34,11 +34,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "timm families known to work (model.backbone, model.backbone_kwargs); presets: view-group lists (views); "
         "augmentations: view augment presets (views[].augment); recipes: recipes shipped with the package.",
     )
-    p.add_argument("what", choices=tuple(LISTERS), help="what to list: %(choices)s")
+    p.add_argument("what", nargs="?", choices=tuple(LISTERS), help="what to list: %(choices)s (none: these kinds)")
     p.set_defaults(func=run_list)
 
 
+KINDS = {
+    "recipes": "the recipes that ship with the package (ssl-toolkit train NAME)",
+    "objectives": "objectives and their parameters (objective.name, objective.<key>)",
+    "backbones": "timm encoders known to work (model.backbone, model.backbone_kwargs)",
+    "presets": "view-group presets (views=<preset>)",
+    "augmentations": "augmentation presets of a view group (views[].augment)",
+}
+
+
 def run_list(args: argparse.Namespace) -> int:
+    if args.what is None:
+        print("ssl-toolkit list WHAT, with WHAT one of:")
+        print("\n".join(f"  {kind:<14} {what}" for kind, what in KINDS.items()))
+        return 0
     print("\n".join(LISTERS[args.what]()))
     return 0
 

@@ -73,7 +73,11 @@ def test_list_objectives_shows_constructor_defaults(capsys: pytest.CaptureFixtur
 
 
 def test_list_presets_augmentations_and_recipes(capsys: pytest.CaptureFixture[str]) -> None:
+    from ssl_toolkit.cli_list import KINDS, LISTERS
     from ssl_toolkit.data.view_specs import PRESET_DEFAULTS, VIEW_PRESETS
+
+    rc, out, _ = _run(["list"], capsys)
+    assert rc == 0 and set(KINDS) == set(LISTERS) and all(f"  {kind} " in out for kind in KINDS)
 
     rc, out, _ = _run(["list", "presets"], capsys)
     assert rc == 0
@@ -164,6 +168,7 @@ FAST_COMMANDS = {
     "version": (["--version"], 0),
     "train_help": (["train", "--help"], 0),
     "eval_help": (["eval", "--help"], 0),
+    "list": (["list"], 0),
     "list_presets": (["list", "presets"], 0),
     "list_augmentations": (["list", "augmentations"], 0),
     "list_recipes": (["list", "recipes"], 0),

@@ -19,9 +19,13 @@ def test_pyproject_lists_every_package() -> None:
     tomllib = pytest.importorskip("tomllib")
     setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = {".".join(p.parent.relative_to(REPO).parts) for p in PACKAGE.rglob("__init__.py")}
-    listed = set(setuptools["packages"])
-    assert found <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
+    recipes = {
+        "ssl_toolkit." + ".".join(p.relative_to(REPO).parts) for p in (REPO / "recipes").rglob("*") if p.is_dir()
+    }
+    listed, data = set(setuptools["packages"]), setuptools["package-data"]
+    assert found | recipes <= listed, f"add {sorted(found - listed)} to [tool.setuptools] packages in pyproject.toml"
     assert setuptools["package-dir"] == {"ssl_toolkit.recipes": "recipes"}
+    assert all(data.get(folder) == ["*.yaml"] for folder in recipes), "list each recipes/ folder in package-data"
 
 
 @pytest.fixture(scope="module")
