@@ -49,6 +49,7 @@ class WarningLines:
         self.seen_paths: set[str] = set()
         self.repeated = 0  # skipped files not printed because the list already held them
         self._previous: Any = None
+        self._pid = os.getpid()  # data-loader workers (forked) print plainly: their copies of bars are stale
 
     def __enter__(self) -> WarningLines:
         self._previous = warnings.catch_warnings()  # restores the filters and showwarning on exit
@@ -111,7 +112,12 @@ class WarningLines:
     def _write(self, line: str, file: TextIO | None = None) -> None:
         stream = file or self.stream or sys.stderr
         try:
-            stream.write(line + "\n")
-            stream.flush()
+            if os.getpid() == self._pid:
+                from tqdm import tqdm
+
+                tqdm.write(line, file=stream)  # above a progress bar, not inside it
+            else:
+                stream.write(line + "\n")
+                stream.flush()
         except (OSError, ValueError):  # a closed stream must not turn a warning into a crash
             pass
