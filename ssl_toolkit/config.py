@@ -103,6 +103,8 @@ class TrainConfig:
     resume: bool = True  # continue from checkpoints/last when it exists
     cpu: bool = False  # force CPU even when a GPU is visible
     progress_bar: bool = True
+    # experiment trackers, through accelerate: tensorboard, mlflow, wandb, ... (docs/cli.md); metrics.csv always
+    log_with: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass

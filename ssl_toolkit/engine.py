@@ -34,7 +34,9 @@ from ssl_toolkit.interrupts import Interrupted, StopRequests
 from ssl_toolkit.objectives import StepContext
 from ssl_toolkit.run_folder import OpenRun, open_for_training, run_dir_of
 from ssl_toolkit.run_log import ProgressLog
+from ssl_toolkit.run_summary import RunRecord
 from ssl_toolkit.schedule import lr_factor, warmup_steps_for
+from ssl_toolkit.trackers import accelerator_kwargs
 
 __all__ = ["NonFiniteLossError", "run_dir_of", "train"]
 
@@ -89,7 +91,6 @@ def _prepare(cfg: DictConfig, folder: OpenRun, accelerator: Accelerator) -> _Run
     if folder.resume_from is not None:
         load_checkpoint(accelerator, folder.resume_from)
         apply_optimizer_settings(optimizer, tc)  # the recipe's lr/decay/momentum over the saved ones
-        accelerator.print(f"resumed from {folder.resume_from} at step {run.core.train_step.item()}")
     steps = tc.epochs * (len(loader) // tc.grad_accum)
     run.total_steps = steps if tc.max_steps is None else min(tc.max_steps, steps)
     run.warmup_steps = warmup_steps_for(tc, run.total_steps)
@@ -148,7 +149,7 @@ def _progress(run: _Run, step: int) -> ProgressLog:
         log_every=tc.log_every,
         main=acc.is_main_process,
         bar=tc.progress_bar,
-        wait_hint=f"raise data.num_workers (now {run.cfg.data.num_workers}), make views on the GPU, or read shards",
+        wait_hint=f"raise data.num_workers (now {run.cfg.data.num_workers}), data.view_device=cuda, or shards",
     )
 
 
@@ -171,15 +172,17 @@ def train(cfg: DictConfig) -> Path:
         TrainingStopped: a NaN loss, a failed checkpoint write or a signal (after a checkpoint) ended the run.
     """
     tc = cfg.train
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.cpu)
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,
+                              cpu=tc.cpu, **accelerator_kwargs(cfg, run_dir_of(cfg)))  # fmt: skip
     _check_world_size(accelerator)
     folder = open_for_training(cfg, main=accelerator.is_main_process)
     try:
         accelerator.wait_for_everyone()
         with StopRequests() as stop:
             run = _prepare(cfg, folder, accelerator)
+            record = RunRecord.start(run)  # start summary, run.json, trackers
             step = _loop(run, stop)
-        _finish(run, step)
+        _finish(run, step, record)
     finally:
         folder.close()
     return folder.run_dir
@@ -231,12 +234,11 @@ def _loop(run: _Run, stop: StopRequests) -> int:
     return step
 
 
-def _finish(run: _Run, step: int) -> None:
-    """Report skipped files, export the encoder (main process), end the trackers."""
-    acc, base = run.accelerator, run.data.base
-    if hasattr(base, "summary"):  # image folders: corrupt files skipped during the run
-        acc.print(base.summary())
+def _finish(run: _Run, step: int, record: RunRecord) -> None:
+    """Export the encoder (main process), record the end (run.json, skipped files), end the trackers."""
+    acc, base, encoder = run.accelerator, run.data.base, None
     if acc.is_main_process:
-        export_run(run.cfg, run.core.encoder, mean=base.mean, std=base.std, run_dir=run.run_dir, step=step)
+        encoder = export_run(run.cfg, run.core.encoder, mean=base.mean, std=base.std, run_dir=run.run_dir, step=step)
+    record.finish(step, encoder)
     acc.wait_for_everyone()
     acc.end_training()

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_toolkit.data.view_specs import count_global_views
 from ssl_toolkit.errors import ConfigError, did_you_mean
+from ssl_toolkit.trackers import check_log_with
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -66,6 +67,7 @@ def _check_train(tc: DictConfig) -> None:
     _number(tc, "train", "grad_clip", low=0, low_open=True, optional=True)
     choice(tc.optimizer, OPTIMIZERS, "train.optimizer")
     choice(tc.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
+    check_log_with(list(tc.log_with))
 
 
 def _check_model(mc: DictConfig) -> None:

@@ -84,7 +84,7 @@ def test_labelled_report_gives_a_verdict_and_marks_the_best_rankme(runs: dict[st
     assert f"Best embedding RankMe {max(rankmes):.1f} at step {best:,} and exported to encoder_best/" in page
     assert "Monitoring: RankMe, alpha-ReQ, LiDAR, k-NN" in page
     assert "image_folder at" in page and "2x16" in page and "resnet10t + simclr" in page
-    assert "<b>wall time</b>unknown" in page and "<b>machine</b>unknown" in page  # no run.json yet
+    assert "<b>wall time</b>unknown" not in page and "<b>machine</b>unknown" not in page  # from run.json
     found = find_neighbours(load_encoder(run / "encoder"), config.load(run / "recipe.yaml"), n_queries=3, bank_size=16)
     assert found.query_split == "test"
     assert all(title.startswith("query: class_") for _, title in found.queries)
