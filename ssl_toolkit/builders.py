@@ -3,6 +3,7 @@ on, so the library below never sees a recipe."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ssl_toolkit.data import EpochSampler, ViewDataset, build_dataset, build_view_transforms, collate_views
-from ssl_toolkit.data.batched_views import BatchViewCollate, PositionedImages
+from ssl_toolkit.data.batched_collate import BatchViewCollate, PositionedImages
 from ssl_toolkit.data.generated import GenViewImages, InflatedImages, ViewBank
+from ssl_toolkit.data.image_folder import JpegBytes
 from ssl_toolkit.data.view_specs import view_sources
 from ssl_toolkit.model import SSLModel, build_encoder, build_projector
 from ssl_toolkit.objectives import build_objective, builder_facts
@@ -33,7 +35,14 @@ def seeded_subset(dataset: Dataset, size: int | None, seed: int) -> Dataset:
 
 def build_base_dataset(data: DictConfig, *, split: str = "train") -> Dataset:
     """The un-augmented dataset of ``data`` (images as uint8 (3, H, W), labels or -1)."""
-    return build_dataset(name=data.name, split=split, root=data.root, download=data.download, labelled=data.labelled)
+    return build_dataset(
+        name=data.name,
+        split=split,
+        root=data.root,
+        download=data.download,
+        labelled=data.labelled,
+        max_pixels=data.max_pixels,
+    )
 
 
 def _with_bank(base: Dataset, cfg: DictConfig) -> Dataset:
@@ -47,6 +56,10 @@ def _with_bank(base: Dataset, cfg: DictConfig) -> Dataset:
     return InflatedImages(seeded_subset(base, cfg.data.subset, seed), bank, dup=gen.dup)
 
 
+def _as_is(batch: Any) -> Any:
+    return batch
+
+
 @dataclass
 class TrainData:
     """What the engine needs of the training data: a dataset, its sampler and collate, and view metadata."""
@@ -57,6 +70,9 @@ class TrainData:
     collate_fn: Callable
     view_kinds: tuple[str, ...]
     n_global: int
+    # a loader batch, once on the training device -> the `Batch` the model takes (views made there when
+    # data.view_device=cuda; the identity otherwise)
+    finish_batch: Callable[[Any], Any] = _as_is
 
     @property
     def size(self) -> int:
@@ -67,7 +83,9 @@ class TrainData:
 def build_train_data(cfg: DictConfig) -> TrainData:
     """Training views: dataset, epoch sampler, and the collate function that yields a `Batch`.
 
-    ``data.view_backend`` picks per-image views in the dataset or batched views in the collate.
+    ``data.view_backend`` picks per-image views in the dataset or batched views in the collate;
+    ``data.view_device=cuda`` leaves the batched views to ``finish_batch`` on the training device, and
+    ``data.decode_device=cuda`` the decoding of JPEGs too.
     """
     base = build_base_dataset(cfg.data)
     batched = cfg.data.view_backend == "batched"
@@ -75,15 +93,21 @@ def build_train_data(cfg: DictConfig) -> TrainData:
     transforms, view_kinds, n_global = build_view_transforms(
         groups, mean=base.mean, std=base.std, greyscale=getattr(base, "greyscale", False), batched=batched
     )
-    images = _with_bank(base, cfg)
+    images = _with_bank(JpegBytes(base) if cfg.data.decode_device == "cuda" else base, cfg)
     sources = view_sources(groups) if cfg.data.generated.bank is not None else None
     sampler = EpochSampler(len(images), seed=cfg.train.seed, shuffle=True)
-    if batched:
-        dataset: Dataset = PositionedImages(images, seed=None if sources is None else cfg.train.seed)
-        collate = BatchViewCollate(transforms, n=len(images), seed=cfg.train.seed, sources=sources)
-    else:
-        dataset, collate = ViewDataset(images, transforms, seed=cfg.train.seed, sources=sources), collate_views
-    return TrainData(base, dataset, sampler, collate, tuple(view_kinds), n_global)
+    if not batched:
+        dataset = ViewDataset(images, transforms, seed=cfg.train.seed, sources=sources)
+        return TrainData(base, dataset, sampler, collate_views, tuple(view_kinds), n_global)
+    defer = cfg.data.view_device == "cuda"
+    if defer and (cfg.train.cpu or not torch.cuda.is_available()):
+        warnings.warn(
+            "data.view_device=cuda without a GPU: views are made in the main process, on the CPU", stacklevel=2
+        )
+    positioned = PositionedImages(images, seed=None if sources is None else cfg.train.seed)
+    collate = BatchViewCollate(transforms, n=len(images), seed=cfg.train.seed, sources=sources, defer=defer)
+    finish = collate.finish if defer else _as_is
+    return TrainData(base, positioned, sampler, collate, tuple(view_kinds), n_global, finish)
 
 
 def build_loader(data: TrainData, cfg: DictConfig) -> DataLoader:
@@ -165,3 +189,17 @@ def build_optimizer(model: torch.nn.Module, train: DictConfig) -> torch.optim.Op
     for group in optimizer.param_groups:
         group["base_lr"] = group["lr"]
     return optimizer
+
+
+def apply_optimizer_settings(optimizer: torch.optim.Optimizer, train: DictConfig) -> None:
+    """Set the recipe's lr, weight decay and momentum on an optimizer whose state came from a checkpoint.
+
+    ``load_state`` restores the param groups as saved; a resume that changes these (allowed, see
+    ``run_folder.TRAJECTORY_ON_RESUME``) must win over them. Groups without weight decay keep none.
+    """
+    for group in optimizer.param_groups:
+        group["base_lr"] = train.lr
+        if group.get("weight_decay"):
+            group["weight_decay"] = train.weight_decay
+        if "momentum" in group:
+            group["momentum"] = train.momentum

@@ -137,3 +137,30 @@ def load_checkpoint(accelerator: Accelerator, checkpoint: Path) -> None:
         )
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise ConfigError(f"checkpoint {checkpoint} cannot be loaded ({type(err).__name__}: {reason}); {fix}") from None
+
+
+DIVERGED = ".diverged"  # names the checkpoint the last divergence resumed from
+
+
+def divergence_message(ckpt_dir: Path, *, loss: float, step: int, epoch: int) -> str:
+    """What to do about a non-finite loss at ``step`` (numbered as in metrics.csv), and a note of it.
+
+    The newest kept checkpoint is finite, but finite weights can already be diverged. The first divergence
+    after a checkpoint advises resuming from it with gentler settings, naming the one before as the way back;
+    a second divergence from the same checkpoint (recorded in ``checkpoints/.diverged``) advises going back.
+    """
+    kept = _complete(ckpt_dir)
+    head = f"loss is {loss} at step {step} (epoch {epoch}); stopped without writing a checkpoint"
+    fix = "a lower train.lr, a higher temperature or train.mixed_precision=no"
+    if not kept:
+        return f"{head}. No checkpoint to return to: rerun with {fix}"
+    last, marker = kept[-1], ckpt_dir / DIVERGED
+    again = marker.is_file() and marker.read_text().strip() == last.name
+    marker.write_text(last.name + "\n")
+    back = f"remove {last.name} (rm -r {last}) to resume from {kept[-2].name}" if len(kept) > 1 else None
+    if again:
+        if back is None:
+            return f"{head}, again after resuming from {last.name}, the only checkpoint left: start a new run"
+        return f"{head}, again after resuming from {last.name}, whose weights are likely diverged: {back}, with {fix}"
+    also = f"; if it diverges again, {back}" if back else ""
+    return f"{head}; the last good checkpoint is {last}. Rerun the same command with {fix}: it resumes from there{also}"

@@ -22,6 +22,7 @@ from ssl_toolkit.errors import ConfigError, did_you_mean
 from ssl_toolkit.eval import defaults as eval_defaults
 
 REPLACED_WHOLE = ("objective", "model.backbone_kwargs")  # free-form dicts: an override replaces them
+WARMUP_KEYS = ("train.warmup_steps", "train.warmup_fraction")
 
 
 @dataclass
@@ -48,9 +49,15 @@ class DataConfig:
     labelled: bool | None = None  # image_folder, webdataset, hf_dataset: None = infer (sub-folders, cls/label)
     subset: int | None = None  # train on a seeded random subset of this many images
     num_workers: int = 1  # DataLoader workers (views are made there, or in the collate for batched views)
-    # per_image: torchvision, one image at a time in the loader workers; batched: kornia, a whole batch per
-    # call with per-image randomness (much faster on small images; images must share one size)
+    # per_image: torchvision, one image at a time in the loader workers; batched: a whole batch per call with
+    # per-image randomness, images of any sizes (data/batched_views.py; much faster)
     view_backend: str = "per_image"
+    # batched views: cpu = made in the loader workers; cuda = made in the main process on the training device
+    # after a pinned, non-blocking copy (on a CPU-only run: in the main process, on the CPU)
+    view_device: str = "cpu"
+    # cuda: JPEGs decoded in batches on the training device (nvJPEG), not in the workers; needs view_device=cuda
+    decode_device: str = "cpu"
+    max_pixels: int = 64_000_000  # larger images are skipped from their header (never decoded), and counted
     generated: GeneratedConfig = field(default_factory=GeneratedConfig)
 
 
@@ -84,6 +91,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_steps: int = 100
+    # warm-up as a fraction of the run's steps (e.g. 0.05) instead of warmup_steps (then 0; give one of them)
+    warmup_fraction: float | None = None
     min_lr_ratio: float = 0.0
     grad_clip: float | None = None
     mixed_precision: str = "no"  # no | fp16 | bf16
@@ -97,6 +106,8 @@ class TrainConfig:
     resume: bool = True  # continue from checkpoints/last when it exists
     cpu: bool = False  # force CPU even when a GPU is visible
     progress_bar: bool = True
+    # experiment trackers, through accelerate: tensorboard, mlflow, wandb, ... (docs/cli.md); metrics.csv always
+    log_with: list[str] = field(default_factory=lambda: ["tensorboard"])
 
 
 @dataclass
@@ -126,6 +137,8 @@ class MonitorConfig:
     samples: int = 2048  # fixed seeded subset of clean training images
     knn_bank: int = 1536  # of which the k-NN bank (the rest are queries; only when labels exist)
     collapse_fraction: float = 0.05  # warn when RankMe < this fraction of the embedding width
+    lidar_samples: int = 256  # LiDAR: the first of the subset, each seen as lidar_views simclr views; 0 = off
+    lidar_views: int = 4
     export_best: bool = False  # export the encoder with the best RankMe to run_dir/encoder_best
 
 
@@ -226,19 +239,29 @@ def _read_yaml(path: Path) -> DictConfig:
     return raw
 
 
+def _unknown_key(cfg: DictConfig, key: str) -> None:
+    """Raise for the first part of ``key`` that does not exist, with the keys accepted there."""
+    parts = key.split(".")
+    node, parent = cfg, ""
+    for i, part in enumerate(parts):
+        if not isinstance(node, DictConfig) or part not in node:
+            keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+            where = parent or "the top level"
+            raise ConfigError(
+                f"unknown key {'.'.join(parts[: i + 1])!r}{did_you_mean(part, keys)}; accepted under {where}: "
+                f"{', '.join(keys) or 'none'}"
+            )
+        node, parent = node[part], ".".join(parts[: i + 1])
+
+
 def _apply_override(cfg: DictConfig, item: str) -> None:
     key, sep, value = item.partition("=")
     if not sep or not key or key.startswith((".", "-")):
         hint = " (the shell split a value with spaces: quote the whole override)" if not sep else ""
         raise ConfigError(f"override {item!r} is not of the form key=value, e.g. train.epochs=10{hint}")
     free_form = key.startswith(("objective.", "views."))  # checked by their own parsers
-    if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and "." in key and not free_form:
-        parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.select(cfg, parent)
-        keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
-        raise ConfigError(
-            f"unknown key {key!r}{did_you_mean(leaf, keys)}; accepted under {parent}: {', '.join(keys) or 'none'}"
-        )
+    if OmegaConf.select(cfg, key, default="__missing__") == "__missing__" and not free_form:
+        _unknown_key(cfg, key)
     parsed = _parse_value(item, value)
     if key == "views" and isinstance(parsed, str):
         parsed = view_preset(parsed)
@@ -263,19 +286,34 @@ def load(
 
     base = OmegaConf.structured(Recipe)
     cfg = base
+    warmup_layers: list[set[str]] = []  # the train.warmup_* keys the recipe file, then the overrides, give
     try:
         if path is not None:
-            cfg = OmegaConf.merge(cfg, _read_yaml(Path(path)))
+            raw = _read_yaml(Path(path))
+            cfg = OmegaConf.merge(cfg, raw)
+            warmup_layers.append({k for k in WARMUP_KEYS if OmegaConf.select(raw, k, default=None) is not None})
         for item in overrides:
             _apply_override(cfg, item)
+        given = [item.partition("=") for item in overrides]
+        warmup_layers.append({k for k, _, v in given if k in WARMUP_KEYS and v not in ("", "null", "None")})
     except OmegaConfBaseException as err:
         raise ConfigError(f"recipe error: {_describe(err, base)}") from None
     if cfg.train.mixed_precision == "False":  # YAML 1.1 reads a bare `no` as false
         cfg.train.mixed_precision = "no"
     cfg.views = parse_view_groups(OmegaConf.to_container(cfg.views, resolve=True))
+    _settle_warmup(cfg.train, warmup_layers)
     validate(cfg, allow_import=allow_import)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _settle_warmup(train: DictConfig, layers: list[set[str]]) -> None:
+    """The last layer (recipe file, then overrides) that sets one warm-up key decides: the other one is reset."""
+    last = next((keys for keys in reversed(layers) if keys), set())
+    if last == {"train.warmup_fraction"}:
+        train.warmup_steps = 0
+    elif last == {"train.warmup_steps"}:
+        train.warmup_fraction = None
 
 
 def save_resolved(cfg: DictConfig, path: str | Path) -> None:

@@ -18,8 +18,15 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from ssl_toolkit.builders import TrainData, build_loader, build_model, build_optimizer, build_train_data
-from ssl_toolkit.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
+from ssl_toolkit.builders import (
+    TrainData,
+    apply_optimizer_settings,
+    build_loader,
+    build_model,
+    build_optimizer,
+    build_train_data,
+)
+from ssl_toolkit.checkpoint import divergence_message, load_checkpoint, save_checkpoint
 from ssl_toolkit.data import Batch
 from ssl_toolkit.errors import ConfigError, NonFiniteLossError
 from ssl_toolkit.export import export_run
@@ -27,7 +34,9 @@ from ssl_toolkit.interrupts import Interrupted, StopRequests
 from ssl_toolkit.objectives import StepContext
 from ssl_toolkit.run_folder import OpenRun, open_for_training, run_dir_of
 from ssl_toolkit.run_log import ProgressLog
-from ssl_toolkit.schedule import lr_factor
+from ssl_toolkit.run_summary import RunRecord
+from ssl_toolkit.schedule import lr_factor, warmup_steps_for
+from ssl_toolkit.trackers import accelerator_kwargs
 
 __all__ = ["NonFiniteLossError", "run_dir_of", "train"]
 
@@ -53,6 +62,7 @@ class _Run:
     data: TrainData
     folder: OpenRun
     total_steps: int = 0
+    warmup_steps: int = 0
 
     @property
     def run_dir(self) -> Path:
@@ -80,15 +90,16 @@ def _prepare(cfg: DictConfig, folder: OpenRun, accelerator: Accelerator) -> _Run
     run = _Run(cfg, accelerator, model, optimizer, loader, data, folder)
     if folder.resume_from is not None:
         load_checkpoint(accelerator, folder.resume_from)
-        accelerator.print(f"resumed from {folder.resume_from} at step {run.core.train_step.item()}")
+        apply_optimizer_settings(optimizer, tc)  # the recipe's lr/decay/momentum over the saved ones
     steps = tc.epochs * (len(loader) // tc.grad_accum)
     run.total_steps = steps if tc.max_steps is None else min(tc.max_steps, steps)
+    run.warmup_steps = warmup_steps_for(tc, run.total_steps)
     return run
 
 
 def _set_lr(run: _Run, step: int) -> None:
     tc = run.cfg.train
-    factor = lr_factor(step, total_steps=run.total_steps, warmup_steps=tc.warmup_steps, min_ratio=tc.min_lr_ratio)
+    factor = lr_factor(step, total_steps=run.total_steps, warmup_steps=run.warmup_steps, min_ratio=tc.min_lr_ratio)
     for group in run.optimizer.param_groups:
         group["lr"] = group["base_lr"] * factor
 
@@ -109,10 +120,7 @@ def _forward_backward(run: _Run, batch: Batch, step: int, epoch: int) -> tuple[t
         loss_mean = acc.reduce(out.loss.detach(), reduction="mean")  # also keeps every process's guard in step
         if not torch.isfinite(loss_mean):  # step + 1: the step's number in metrics.csv
             raise NonFiniteLossError(
-                f"loss is {loss_mean.item()} at step {step + 1} (epoch {epoch}); stopped without writing a "
-                f"checkpoint, the last good one is {last_checkpoint(run.folder.ckpt_dir) or 'none'}. Rerun the "
-                "same command with a lower train.lr (it resumes from there; train.keep_checkpoints older ones are "
-                "kept), a higher temperature or train.mixed_precision=no"
+                divergence_message(run.folder.ckpt_dir, loss=loss_mean.item(), step=step + 1, epoch=epoch)
             )
         acc.backward(out.loss)
         if acc.sync_gradients:
@@ -141,7 +149,7 @@ def _progress(run: _Run, step: int) -> ProgressLog:
         log_every=tc.log_every,
         main=acc.is_main_process,
         bar=tc.progress_bar,
-        wait_hint=f"raise data.num_workers (now {run.cfg.data.num_workers}), make views on the GPU, or read shards",
+        wait_hint=f"raise data.num_workers (now {run.cfg.data.num_workers}), data.view_device=cuda, or shards",
     )
 
 
@@ -164,15 +172,17 @@ def train(cfg: DictConfig) -> Path:
         TrainingStopped: a NaN loss, a failed checkpoint write or a signal (after a checkpoint) ended the run.
     """
     tc = cfg.train
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum, cpu=tc.cpu)
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, gradient_accumulation_steps=tc.grad_accum,
+                              cpu=tc.cpu, **accelerator_kwargs(cfg, run_dir_of(cfg)))  # fmt: skip
     _check_world_size(accelerator)
     folder = open_for_training(cfg, main=accelerator.is_main_process)
     try:
         accelerator.wait_for_everyone()
         with StopRequests() as stop:
             run = _prepare(cfg, folder, accelerator)
+            record = RunRecord.start(run)  # start summary, run.json, trackers
             step = _loop(run, stop)
-        _finish(run, step)
+        _finish(run, step, record)
     finally:
         folder.close()
     return folder.run_dir
@@ -199,7 +209,7 @@ def _loop(run: _Run, stop: StopRequests) -> int:
             run.loader.set_epoch(epoch)
             batches = acc.skip_first_batches(run.loader, skip) if skip else run.loader
             skip = 0
-            for batch in progress.timed(batches):
+            for batch in progress.timed(batches, finish=run.data.finish_batch):
                 loss_mean, logs = _forward_backward(run, batch, step, epoch)
                 if not acc.sync_gradients:
                     continue
@@ -224,12 +234,11 @@ def _loop(run: _Run, stop: StopRequests) -> int:
     return step
 
 
-def _finish(run: _Run, step: int) -> None:
-    """Report skipped files, export the encoder (main process), end the trackers."""
-    acc, base = run.accelerator, run.data.base
-    if hasattr(base, "summary"):  # image folders: corrupt files skipped during the run
-        acc.print(base.summary())
+def _finish(run: _Run, step: int, record: RunRecord) -> None:
+    """Export the encoder (main process), record the end (run.json, skipped files), end the trackers."""
+    acc, base, encoder = run.accelerator, run.data.base, None
     if acc.is_main_process:
-        export_run(run.cfg, run.core.encoder, mean=base.mean, std=base.std, run_dir=run.run_dir, step=step)
+        encoder = export_run(run.cfg, run.core.encoder, mean=base.mean, std=base.std, run_dir=run.run_dir, step=step)
+    record.finish(step, encoder)
     acc.wait_for_everyone()
     acc.end_training()

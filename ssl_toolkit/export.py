@@ -81,6 +81,8 @@ def export_encoder(
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         if recipe_yaml is not None:
             (tmp / "recipe.yaml").write_text(recipe_yaml)
+        for path in tmp.iterdir():  # safetensors writes 0600; the usual umask gives 0644
+            path.chmod(0o666 & ~_umask())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

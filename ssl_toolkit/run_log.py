@@ -1,14 +1,17 @@
-"""Per-step metrics to ``metrics.csv`` and TensorBoard, and the progress bar; main process only.
+"""Per-step metrics to ``metrics.csv`` and the run's trackers, and the progress bar; main process only.
 
-On resume the CSV keeps the rows up to the resumed step, so the file always reads as one run.
+On resume the CSV keeps the rows up to the resumed step, so the file always reads as one run. While a training
+run is in progress (`ssl_toolkit.trackers.start`), every logger of its folder sends its values through the
+run's accelerate trackers (``train.log_with``); outside one, a logger writes TensorBoard itself.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ class MetricsLogger:
         self.prefix = "" if name == "metrics" else f"{name}/"
         self._fields: list[str] | None = None
         self._tb = None
+        self.tracking = None
         if not enabled:
             return
         if self.path.exists():
@@ -53,7 +57,10 @@ class MetricsLogger:
                 writer = csv.DictWriter(f, fieldnames=self._fields or ["step"])
                 writer.writeheader()
                 writer.writerows(kept)
-        if tensorboard:
+        from ssl_toolkit.trackers import active
+
+        self.tracking = active(run_dir)  # the run's trackers, TensorBoard included when it is one of them
+        if tensorboard and self.tracking is None:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
@@ -71,6 +78,8 @@ class MetricsLogger:
                 csv.DictWriter(f, fieldnames=self._fields).writeheader()
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, fieldnames=self._fields, extrasaction="ignore").writerow(row)
+        if self.tracking is not None:
+            self.tracking.log({self.prefix + k: v for k, v in row.items() if k != "step"}, step)
         if self._tb is not None:
             for key, value in row.items():
                 if key != "step" and math.isfinite(value):
@@ -78,6 +87,8 @@ class MetricsLogger:
 
     def histogram(self, step: int, name: str, values) -> None:
         """A TensorBoard histogram (main process, non-empty values only); the CSV has no place for it."""
+        if self.enabled and self.tracking is not None:
+            self.tracking.histogram(self.prefix + name, values, step)
         if self.enabled and self._tb is not None and len(values) > 0:
             self._tb.add_histogram(self.prefix + name, values, step)
 
@@ -119,6 +130,7 @@ class ProgressLog:
     ) -> None:
         from tqdm.auto import tqdm
 
+        self.run_dir = run_dir
         self.logger = MetricsLogger(run_dir, enabled=main, resume_step=step)
         self.bar = tqdm(
             total=total_steps, initial=step, desc="pretrain", unit="step", dynamic_ncols=True,
@@ -128,13 +140,14 @@ class ProgressLog:
         self.t_last, self.step_last = time.perf_counter(), step
         self.waited, self.windows, self.wait_hint = 0.0, 0, wait_hint
 
-    def timed(self, batches: Iterable[Any]) -> Iterator[Any]:
-        """Yield ``batches``, adding the time spent waiting for each to the meter."""
+    def timed(self, batches: Iterable[Any], finish: Callable[[Any], Any] = lambda b: b) -> Iterator[Any]:
+        """Yield ``finish(batch)`` for each of ``batches``, adding the time spent waiting for it (and finishing
+        it: views made on the training device are data work too) to the meter."""
         iterator = iter(batches)
         while True:
             t0 = time.perf_counter()
             try:
-                batch = next(iterator)
+                batch = finish(next(iterator))
             except StopIteration:
                 return
             self.waited += time.perf_counter() - t0
@@ -164,5 +177,12 @@ class ProgressLog:
             self.wait_hint = ""  # once per run
 
     def close(self) -> None:
+        """Close the bar and the logger; called from the loop's ``finally``, where an error in flight means the
+        run failed, so its trackers end now with that status (a finished run's end with the engine's)."""
         self.bar.close()
         self.logger.close()
+        from ssl_toolkit.trackers import active
+
+        error, tracking = sys.exc_info()[1], active(self.run_dir)
+        if error is not None and tracking is not None:
+            tracking.end_failed(error)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssl_toolkit.data.view_specs import count_global_views
 from ssl_toolkit.errors import ConfigError, did_you_mean
+from ssl_toolkit.trackers import check_log_with
 
 OPTIMIZERS = ("sgd", "lars", "adamw")
 MIXED_PRECISION = ("no", "fp16", "bf16")
@@ -24,6 +25,7 @@ DATASET_NAMES = ("fashion_mnist", "image_folder", "webdataset", "hf_dataset")
 ROOT_REQUIRED = ("image_folder", "webdataset", "hf_dataset")  # data sources with no default location
 DATASET_SIZES = {"fashion_mnist": 60_000}  # training images known without reading the data
 VIEW_BACKENDS = ("per_image", "batched")
+DEVICES = ("cpu", "cuda")
 GENERATED_MODES = ("genview", "adainf")
 
 
@@ -53,10 +55,19 @@ def _check_train(tc: DictConfig) -> None:
     _number(tc, "train", "weight_decay", low=0)
     _number(tc, "train", "momentum", low=0, high=1)
     _number(tc, "train", "warmup_steps", low=0)
+    fraction = tc.warmup_fraction
+    if fraction is not None and not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
+        raise ConfigError(f"train.warmup_fraction must be in [0, 1) (a share of the run's steps), got {fraction}")
+    if tc.warmup_fraction is not None and tc.warmup_steps:
+        raise ConfigError(
+            f"train.warmup_steps={tc.warmup_steps} and train.warmup_fraction={tc.warmup_fraction} both set the "
+            "warm-up; give one of them (or train.warmup_steps=0)"
+        )
     _number(tc, "train", "min_lr_ratio", low=0, high=1)
     _number(tc, "train", "grad_clip", low=0, low_open=True, optional=True)
     choice(tc.optimizer, OPTIMIZERS, "train.optimizer")
     choice(tc.mixed_precision, MIXED_PRECISION, "train.mixed_precision")
+    check_log_with(list(tc.log_with))
 
 
 def _check_model(mc: DictConfig) -> None:
@@ -89,6 +100,9 @@ def _check_eval_and_monitor(cfg: DictConfig) -> None:
             f"samples={mc.samples}, knn_bank={mc.knn_bank}"
         )
     _number(mc, "monitor", "collapse_fraction", low=0, high=1)
+    if not (mc.lidar_samples == 0 or mc.lidar_samples >= 2) or mc.lidar_views < 2:
+        raise ConfigError(f"monitor: LiDAR needs lidar_samples 0 (off) or >= 2 and lidar_views >= 2, got "
+                          f"{mc.lidar_samples}, {mc.lidar_views}")  # fmt: skip
 
 
 def _check_data(cfg: DictConfig) -> None:
@@ -97,6 +111,15 @@ def _check_data(cfg: DictConfig) -> None:
     choice(dc.view_backend, VIEW_BACKENDS, "data.view_backend")
     _number(dc, "data", "num_workers", low=0)
     _number(dc, "data", "subset", low=1, optional=True)
+    _number(dc, "data", "max_pixels", low=1)
+    choice(dc.view_device, DEVICES, "data.view_device")
+    choice(dc.decode_device, DEVICES, "data.decode_device")
+    if dc.view_device == "cuda" and dc.view_backend != "batched":
+        raise ConfigError("data.view_device=cuda needs data.view_backend=batched (per_image views are made in workers)")
+    if dc.decode_device == "cuda" and (dc.view_device != "cuda" or dc.name != "image_folder" or dc.generated.bank):
+        raise ConfigError(
+            "data.decode_device=cuda needs data.view_device=cuda, data.name=image_folder and no data.generated.bank"
+        )
     if dc.name in ROOT_REQUIRED and not dc.root:
         raise ConfigError(f"data.name={dc.name} needs data.root=/path/to/the/data")
     for key, root in (("data.root", dc.root), ("eval.root", cfg.eval.root)):

@@ -1,4 +1,6 @@
-"""Online monitoring: RankMe/k-NN on a fixed subset, collapse flag, best export, no effect on training."""
+"""Online monitoring: RankMe/alpha-ReQ/LiDAR/k-NN on a fixed subset, collapse flag, best export, no effect on
+training. alpha-ReQ and LiDAR are checked against numpy re-computations (covariance eigenvalues + polyfit; the
+generalised eigenproblem of the per-sample scatters) on the same images and seeded views."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from ssl_toolkit import config, engine
 from ssl_toolkit.data import ArrayDataset
+from ssl_toolkit.eval import extract_view_features
 from ssl_toolkit.monitor import Monitor
 from tests.engine.helpers import make_image_folder
 
@@ -30,17 +35,42 @@ def _transform(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 255
 
 
+def _noisy_view(x: torch.Tensor) -> torch.Tensor:  # a random "augmentation" drawn from the global RNG
+    return x.float() / 255 + 0.2 * torch.randn(x.shape)
+
+
 def _effective_rank(x: torch.Tensor) -> float:  # RankMe written out again, in float64
     s = torch.linalg.svdvals(x.double())
     p = s / s.sum() + 1e-7
     return math.exp(-(p * p.log()).sum().item())
 
 
+def _numpy_alpha(h: np.ndarray) -> float:  # covariance eigenvalues, ranks 11..100, weights 1/i on squared residuals
+    lam = np.linalg.eigvalsh(np.cov(h.T))[::-1]
+    ranks = np.arange(11, min(100, len(lam)) + 1)
+    slope, _ = np.polyfit(np.log(ranks), np.log(lam[ranks - 1]), 1, w=1 / np.sqrt(ranks))
+    return -slope
+
+
+def _numpy_lidar(z: np.ndarray, delta: float = 1e-4, eps: float = 1e-7) -> float:  # S_b x = lambda S_w x
+    n, v, d = z.shape
+    mu = z.mean(axis=1)
+    s_b = (mu - mu.mean(axis=0)).T @ (mu - mu.mean(axis=0)) / (n - 1)
+    within = (z - mu[:, None]).reshape(n * v, d)
+    s_w = within.T @ within / (n * (v - 1)) + delta * np.eye(d)
+    lam = np.clip(np.linalg.eigvals(np.linalg.solve(s_w, s_b)).real, 0, None)
+    p = lam / lam.sum() + eps
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
 def test_scores_match_a_direct_computation_and_leave_training_state_alone() -> None:
     torch.manual_seed(0)
-    encoder = nn.Sequential(nn.Flatten(), nn.Linear(192, 16), nn.BatchNorm1d(16), nn.ReLU())
-    projector = nn.Linear(16, 8)
-    monitor = Monitor(_dataset(), _transform, samples=48, knn_bank=32, seed=1)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(192, 24), nn.BatchNorm1d(24))
+    projector = nn.Linear(24, 8)
+    monitor = Monitor(
+        _dataset(), _transform, samples=48, knn_bank=32, seed=1, view_transform=_noisy_view, lidar_samples=20,
+        lidar_views=3,
+    )  # fmt: skip
     torch.manual_seed(5)
     expected_draw = torch.rand(1)
     torch.manual_seed(5)
@@ -52,11 +82,24 @@ def test_scores_match_a_direct_computation_and_leave_training_state_alone() -> N
     with torch.no_grad():
         h = encoder(x)
         z = projector(h)
+    first = Subset(monitor.subset, range(20))  # LiDAR's images: the first of the subset, views from the seed
+    hv = extract_view_features({"e": encoder}, first, transform=_noisy_view, n_views=3, seed=1, progress=False)["e"]
     assert out["rankme"] == pytest.approx(_effective_rank(h), rel=1e-4)
     assert out["rankme_projector"] == pytest.approx(_effective_rank(z), rel=1e-4)
+    assert out["alpha_req"] == pytest.approx(_numpy_alpha(h.double().numpy()), rel=1e-4)
+    assert out["lidar"] == pytest.approx(_numpy_lidar(hv.double().numpy()), rel=1e-4)
     assert 0.0 <= out["knn_dino"] <= 100.0
     assert out["best"] and not out["collapse"]
-    assert not monitor.score(encoder, projector, torch.device("cpu"))["best"]  # same score is not a new best
+    again = monitor.score(encoder, projector, torch.device("cpu"))
+    assert not again["best"]  # same score is not a new best
+    assert again["lidar"] == out["lidar"]  # the same seeded views at every check
+
+
+def test_lidar_is_off_without_a_view_transform_or_samples() -> None:
+    encoder, projector = nn.Sequential(nn.Flatten(), nn.Linear(192, 16)), nn.Identity()
+    assert "lidar" not in Monitor(_dataset(), _transform, samples=32, knn_bank=16).score(encoder, projector, "cpu")
+    off = Monitor(_dataset(), _transform, samples=32, knn_bank=16, view_transform=_noisy_view, lidar_samples=0)
+    assert "lidar" not in off.score(encoder, projector, "cpu")
 
 
 def test_a_collapsed_encoder_is_flagged() -> None:
@@ -97,6 +140,9 @@ def test_engine_logs_monitor_rows_exports_the_best_and_trains_the_same(tmp_path:
     assert column(plain / "metrics.csv", "loss") == column(watched / "metrics.csv", "loss")
     assert column(watched / "monitor.csv", "step") == [3.0, 6.0, 8.0]  # every 3 steps and the last
     rankmes = column(watched / "monitor.csv", "rankme")
+    lidars = column(watched / "monitor.csv", "lidar")  # on by default: simclr views of the subset's first images
+    assert len(lidars) == 3 and all(1.0 <= v <= 64 for v in lidars)
+    assert len(column(watched / "monitor.csv", "alpha_req")) == 3
     saved = json.loads((watched / "encoder_best" / "config.json").read_text())["ssl_toolkit"]["monitor"]
     assert saved["rankme"] == pytest.approx(max(rankmes))
-    assert "knn_dino" in saved
+    assert "knn_dino" in saved and "lidar" in saved

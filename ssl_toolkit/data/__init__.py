@@ -1,10 +1,13 @@
 """Data: datasets yielding uint8 (3, H, W) images, view groups and their two backends, reproducible loaders.
 
-A leaf package: imports only torch, torchvision, timm (constants), kornia (batched views), numpy, PIL and
-``ssl_toolkit.errors``. Modules: ``datasets``/``image_folder`` (images), ``view_specs`` (view groups as checked
-data), ``views`` (per-image torchvision backend) and ``batched_views`` (kornia backend), ``view_groups``
-(groups -> transforms), ``view_dataset`` (seeding per sample), ``batch`` (what a loader yields), ``generated``
-and ``manifest`` (banks of generated images). Names are imported on first use (``ssl_toolkit.lazy``).
+A leaf package: imports only torch, torchvision, timm (constants), kornia, numpy, PIL and ``ssl_toolkit.errors``.
+Modules: ``datasets``/``image_folder``/``decode`` (images, the corrupt-file policy, the pixel limit),
+``view_specs`` (view groups as checked data), ``views`` (per-image torchvision backend), ``batched_views`` (one
+call per view for a whole batch of images of any sizes) with ``crops``, ``colour`` and ``blur`` (its per-image
+operations) and ``batched_collate`` (its loader side: in the workers, or deferred to the training device),
+``view_groups`` (groups -> transforms), ``view_dataset`` (seeding per sample), ``batch`` (what a loader yields),
+``generated`` and ``manifest`` (banks of generated images), ``shards``/``hf``/``encoded``/``pack`` (sharded
+sources). Names are imported on first use (``ssl_toolkit.lazy``).
 """
 
 from __future__ import annotations

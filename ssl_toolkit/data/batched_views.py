@@ -1,162 +1,227 @@
-"""Batched views: each view made for a whole batch in one call, with per-image randomness (kornia).
+"""Batched views: one view made for a whole batch of images of any sizes in one call, random per image.
 
-Why: on small images the per-image torchvision pipeline costs more than the model. On 2 CPU cores,
-28 px Fashion-MNIST with 2 global + 4 local crops, one image's six torchvision views take about 1.4 ms
-while kornia makes a 256-image batch of all six in about 50 ms (0.2 ms an image) — the difference is a
-third of the training step. torchvision v2 applied to a batch draws *one* set of parameters for all its
-images, so it cannot do this; kornia's augmentations draw per image (``same_on_batch=False``).
+Why: a per-image pipeline pays Python and dispatch costs per image and per operation, and torchvision v2
+applied to a batch draws *one* set of parameters for all its images. Here one call makes view ``v`` of every
+image of the batch: per image, a random-resized-crop box drawn from the image's own size as torchvision draws it
+(``crops.py``), the crops resized with torchvision's antialiased filter, then flip, colour jitter, greyscale,
+Gaussian blur and normalisation on the (B, 3, size, size) batch, with per-image parameters (``colour.py``,
+``blur.py``).
 
-What differs from the per-image pipeline (``views.py``), on purpose or by kornia's choice:
-- crops are resized bilinearly without antialiasing (kornia); torchvision antialiases down-scaling;
-- the images of a batch must share one size (no per-image resize before cropping);
-- the randomness of a batch depends on ``(seed, global position of its first sample)`` rather than on each
-  sample alone, so it is still exact on resume and distinct on every process (each batch starts at its
-  own position), but a sample's views change when the batch composition does.
+Randomness: `BatchView.draw` takes every random number from the global torch CPU generator, in a fixed
+amount per call whatever the outcome, and `BatchView.apply` uses none; the collate seeds the generator per
+batch (``batched_collate.py``). So the views are the same whichever device `apply` runs on (loader workers on
+the CPU, or the training GPU with ``data.view_device=cuda``) up to that device's floating point.
 
-The recipe keys, presets, defaults and validation are those of ``view_specs.py`` (`validated_view_args`).
+Against the per-image pipeline (``views.py``), the distributions are the same except that colour jitter
+applies its four adjustments in one random order per batch (torchvision: per image); each image's order is
+still uniformly random. The recipe keys, presets, defaults and validation are ``view_specs.py``'s.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
-from torchvision.transforms import v2
+from torch import Tensor
 
-from ssl_toolkit.data.batch import Batch
-from ssl_toolkit.data.generated import sample_extras, source_of
-from ssl_toolkit.data.view_dataset import mix_seeds
+from ssl_toolkit.data.batched_collate import BatchViewCollate, ImageBatch, PositionedImages
+from ssl_toolkit.data.blur import gaussian_blur
+from ssl_toolkit.data.colour import JITTER_OPS, colour_jitter_, to_grey_
+from ssl_toolkit.data.crops import image_sizes, resized_crops, sample_crop_boxes
 from ssl_toolkit.data.view_specs import blur_kernel_size, validated_view_args
 from ssl_toolkit.data.views import ResizeIfNeeded
-from ssl_toolkit.errors import ConfigError, DataError
+
+__all__ = [  # the collate side lives in batched_collate.py; its classes are importable from here too
+    "BatchResize",
+    "BatchView",
+    "BatchViewCollate",
+    "ImageBatch",
+    "PositionedImages",
+    "ViewParams",
+    "build_batch_view_transform",
+]
+Images = Tensor | Sequence[Tensor]  # a uint8 batch (B, 3, H, W) or B uint8 images (3, H_i, W_i)
+SIGMA = (0.1, 2.0)  # SimCLR's Gaussian blur sigma range
+TRUNCATE = 4.0  # blur kernels end at 4 sigma
+CHUNK_BYTES = 2_500_000  # float pixels processed at a time on the CPU: about 4 views of 224 px, fits in cache
 
 
-def _kornia():
-    try:
-        import kornia.augmentation as K
-    except ImportError as err:  # pragma: no cover - kornia is a runtime dependency
-        raise ConfigError(
-            "data.view_backend=batched needs kornia: pip install kornia (or use data.view_backend=per_image)"
-        ) from err
-    return K
+@dataclass
+class ViewParams:
+    """The random parameters of one view for a batch of B images (CPU tensors).
 
-
-class BatchView(nn.Module):
-    """uint8 (B, 3, H, W) -> float32 (B, 3, size, size), normalised; random per image."""
-
-    def __init__(self, steps: Sequence[nn.Module], mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        self.steps = nn.Sequential(*steps)
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, images: Tensor) -> Tensor:
-        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-        x = self.steps(x)
-        return (x - self.mean) / self.std
-
-
-def build_batch_view_transform(**kwargs: object) -> Callable[[Tensor], Tensor]:
-    """The batched twin of `views.build_view_transform` (same keyword arguments, same checks).
-
-    Shape:
-        input (B, 3, H, W) uint8, output (B, 3, size, size) float32.
+    Attributes:
+        boxes: (B, 4) crop boxes ``(top, left, height, width)``.
+        flip: (B,) horizontal flips.
+        jitter: (B,) which images get colour jitter; ``factors`` holds (B,) factors per adjustment and
+            ``order`` the order of the adjustments (indices into ``colour.JITTER_OPS``).
+        grey: (B,) which images become greyscale.
+        blur: (B,) which images are blurred, with standard deviations ``sigma`` (B,).
     """
-    args = validated_view_args(**kwargs)  # type: ignore[arg-type]
-    size, mean, std = args["size"], args["mean"], args["std"]
-    if args["augment"] == "none":  # no randomness: torchvision's resize/crop act on a batch as on one image
-        return v2.Compose([ResizeIfNeeded(size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    K = _kornia()
-    s = args["strength"]
-    jitter = (0.8 * s, 0.8 * s) if args["greyscale"] else (0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)
-    steps: list[nn.Module] = [
-        K.RandomResizedCrop((size, size), scale=args["scale"], align_corners=False),
-        K.RandomHorizontalFlip(),
-        K.ColorJitter(*jitter, p=args["jitter_p"]),
-    ]
-    if not args["greyscale"]:
-        steps.append(K.RandomGrayscale(p=args["gray_p"]))
-    if args["blur_p"] > 0:
-        k = blur_kernel_size(size)
-        steps.append(K.RandomGaussianBlur((k, k), sigma=(0.1, 2.0), p=args["blur_p"]))
-    return BatchView(steps, mean, std)
+
+    boxes: Tensor
+    flip: Tensor
+    jitter: Tensor
+    factors: dict[str, Tensor]
+    order: list[int]
+    grey: Tensor
+    blur: Tensor
+    sigma: Tensor
 
 
-class BatchViewCollate:
-    """DataLoader ``collate_fn``: ``[(image, position, id), ...]`` -> a `Batch` of V view batches.
+def _subset(mask: Tensor, x: Tensor) -> Tensor | None:
+    """Indices (on x's device) of the true entries of ``mask``, or None when there is none."""
+    index = mask.nonzero().flatten()
+    return index.to(x.device) if len(index) else None
 
-    ``position`` is the sampler's ``epoch * n + i`` (see `EpochSampler`); without ``id`` in the items, ids
-    are ``position % n``. With a bank (items hold a `Sample`), ``sources`` names each view's image and the
-    samples' extras (``is_generated``) become ``Batch.extras``.
-    Randomness is seeded from ``(seed, first position)`` inside ``fork_rng``, so the caller's RNG is untouched.
+
+def _output(shape: torch.Size, device: torch.device) -> Tensor:
+    """An empty float32 tensor; in a loader worker, in shared memory, so that handing the views to the main
+    process copies nothing (what torch's default collate does for its stacked tensors)."""
+    if device.type != "cpu" or torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32, device=device)
+    template = torch.empty(0, dtype=torch.float32)
+    storage = template._typed_storage()._new_shared(shape.numel(), device=device)
+    return template.new(storage).resize_(shape)
+
+
+def _select(factors: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
+    return {k: v[mask] for k, v in factors.items()}
+
+
+def _where(mask: Tensor, x: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> None:
+    """``x[mask] = op(x[mask], mask)``, in place on ``x`` itself when the mask selects every image."""
+    if bool(mask.all()):
+        result = op(x, mask)
+        if result is not x:
+            x.copy_(result)
+        return
+    index = _subset(mask, x)
+    if index is not None:
+        x[index] = op(x[index], mask)
+
+
+class BatchView:
+    """uint8 images (a batch, or a list of any sizes) -> float32 (B, 3, size, size), normalised; random per image.
 
     Args:
-        transforms: one batched transform per view.
-        n: dataset length (to decode positions into ids).
-        seed: base seed.
-        sources: per view, "real" or "generated" (the `Sample` image it is cut from); None without a bank.
+        size: output side.
+        scale: random-resized-crop area range.
+        strength: colour-jitter strength s: brightness, contrast, saturation 0.8s, hue 0.2s.
+        jitter_p: probability of colour jitter, per image.
+        gray_p: probability of greyscale, per image.
+        blur_p: probability of Gaussian blur (sigma in [0.1, 2], kernel about 10 % of ``size``), per image.
+        mean: per-channel normalisation mean.
+        std: per-channel normalisation std.
+        greyscale: the images are grey: jitter brightness and contrast only, never convert to greyscale.
     """
 
     def __init__(
         self,
-        transforms: Sequence[Callable[[Tensor], Tensor]],
         *,
-        n: int,
-        seed: int = 0,
-        sources: Sequence[str] | None = None,
+        size: int,
+        scale: tuple[float, float],
+        strength: float,
+        jitter_p: float,
+        gray_p: float,
+        blur_p: float,
+        mean: Sequence[float],
+        std: Sequence[float],
+        greyscale: bool = False,
     ) -> None:
-        if sources is not None and len(sources) != len(transforms):
-            raise ConfigError(f"{len(sources)} view sources for {len(transforms)} view transforms")
-        self.transforms = list(transforms)
-        self.n = int(n)
-        self.seed = int(seed)
-        self.sources = None if sources is None else tuple(sources)
+        self.size, self.scale, self.strength = int(size), tuple(scale), float(strength)
+        self.jitter_p, self.gray_p, self.blur_p = float(jitter_p), float(gray_p), float(blur_p)
+        self.kernel = blur_kernel_size(self.size)
+        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self.greyscale = bool(greyscale)
 
-    def __call__(self, batch: Sequence[tuple]) -> Batch:
-        samples = [item[0] for item in batch]
-        real = [source_of(s, "real") for s in samples]
-        shapes = {tuple(image.shape) for image in real}
-        if len(shapes) > 1:
-            raise DataError(
-                f"data.view_backend=batched needs images of one size, got {sorted(shapes)[:3]}; "
-                "resize the images to one size or use data.view_backend=per_image"
-            )
-        images = {"real": torch.stack(real)}  # (B, 3, H, W)
-        if self.sources is not None and "generated" in self.sources:
-            images["generated"] = torch.stack([source_of(s, "generated") for s in samples])
-        positions = [int(item[1]) for item in batch]
-        sources = self.sources or ("real",) * len(self.transforms)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(mix_seeds(self.seed, positions[0]))
-            views = [t(images[src]) for t, src in zip(self.transforms, sources)]
-        ids = torch.tensor([int(item[2]) if len(item) > 2 else p % self.n for item, p in zip(batch, positions)])
-        extras = [sample_extras(s) for s in samples]
-        return Batch(views, ids, {k: torch.tensor([e[k] for e in extras]) for k in extras[0]})
+    def draw(self, sizes: Tensor) -> ViewParams:
+        """Draw the parameters for images of ``sizes`` (B, 2) from the global torch generator (CPU)."""
+        n = sizes.shape[0]
+        boxes = sample_crop_boxes(sizes, scale=self.scale)  # type: ignore[arg-type]
+        flip = torch.rand(n) < 0.5
+        jitter = torch.rand(n) < self.jitter_p
+        s = self.strength
+        spans = {"brightness": 0.8 * s, "contrast": 0.8 * s, "saturation": 0.8 * s}
+        factors = {k: torch.empty(n).uniform_(max(0.0, 1.0 - a), 1.0 + a) for k, a in spans.items()}
+        factors["hue"] = torch.empty(n).uniform_(-0.2 * s, 0.2 * s)
+        order = torch.randperm(len(JITTER_OPS)).tolist()
+        if self.greyscale:  # saturation and hue cannot change grey images (torchvision: identities)
+            factors = {k: factors[k] for k in ("brightness", "contrast")}
+        grey = (torch.rand(n) < self.gray_p) & (not self.greyscale)
+        blur = torch.rand(n) < self.blur_p
+        sigma = torch.empty(n).uniform_(*SIGMA)
+        return ViewParams(boxes, flip, jitter, factors, order, grey, blur, sigma)
+
+    def apply(self, images: Images, params: ViewParams) -> Tensor:
+        """Make the views of ``images`` with ``params``, on the images' device (no randomness used).
+
+        On the CPU the pixel work runs a few images at a time (`CHUNK_BYTES` of float pixels), so that its ~30
+        passes over the pixels hit the cache: a 224 px view's hue shift takes half the time it takes on a
+        batch of 32 (measured on one core). The result does not depend on the chunking (up to float rounding).
+
+        Shape:
+            images (B, 3, H, W) or B x (3, H_i, W_i) uint8; returns (B, 3, size, size) float32.
+        """
+        crops = resized_crops(images, params.boxes, self.size)  # (B, 3, S, S) uint8
+        flips = _subset(params.flip, crops)
+        if flips is not None:
+            crops[flips] = crops[flips].flip(-1)
+        out = _output(crops.shape, crops.device)
+        per_image = crops[0].numel() * out.element_size()
+        step = max(1, CHUNK_BYTES // per_image) if crops.device.type == "cpu" else len(crops)
+        for start in range(0, len(crops), step):
+            part = slice(start, start + step)
+            self._finish_(out[part].copy_(crops[part]).div_(255.0), params, part)
+        return out
+
+    def _finish_(self, x: Tensor, params: ViewParams, part: slice) -> None:
+        """Jitter, greyscale, blur and normalise the images ``part`` of the batch, in place."""
+        factors = {k: v[part] for k, v in params.factors.items()}
+        _where(params.jitter[part], x, lambda y, sel: colour_jitter_(y, _select(factors, sel), params.order))
+        _where(params.grey[part], x, lambda y, sel: to_grey_(y))
+        _where(params.blur[part], x, lambda y, sel: self._blur(y, params.sigma[part][sel]))
+        x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+
+    def _blur(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Separable Gaussian blur (``blur.py``), one sigma per image, each kernel cut at 4 of its sigmas.
+
+        The weights beyond 4 sigma are below 3.4e-4 of the centre one (6e-5 of the mass in all), far below
+        what 8-bit images resolve; torchvision's kernel (10 % of the view side) is never exceeded. The
+        convolution is as wide as the largest cut kernel of the chunk: small sigmas cost 3-9 taps instead of 23.
+        """
+        reach = 2 * math.ceil(TRUNCATE * float(sigma.max())) + 1
+        return gaussian_blur(x, sigma, max(3, min(self.kernel, reach)), truncate=TRUNCATE)
+
+    def __call__(self, images: Images) -> Tensor:
+        return self.apply(images, self.draw(image_sizes(images)))
 
 
-class PositionedImages(torch.utils.data.Dataset):
-    """Yields ``(image, position, id)`` for sampler positions ``epoch * n + i``; the views come in the collate.
+class BatchResize:
+    """The "none" preset for a batch: resize (antialiased) and centre-crop to ``size`` when needed, normalise."""
 
-    ``id`` is ``base.sample_id(i)`` when the base defines it, else ``i``. With ``seed`` given, the base is
-    read inside a region seeded by ``(seed, epoch, i)``, so a random draw it makes (a bank variant, see
-    ``generated.py``) is exact on resume and the same with any number of workers.
-    """
+    def __init__(self, *, size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.resize = ResizeIfNeeded(size)
+        self.mean, self.std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
 
-    def __init__(self, base: torch.utils.data.Dataset, *, seed: int | None = None) -> None:
-        self.base = base
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
-
-    def __getitem__(self, position: int) -> tuple[Tensor, int, int]:
-        epoch, i = divmod(int(position), len(self))
-        if self.seed is None:
-            image, _ = self.base[i]
+    def __call__(self, images: Images) -> Tensor:
+        if isinstance(images, Tensor):
+            resized = self.resize(images)
         else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(mix_seeds(self.seed, epoch, i, 1))
-                image, _ = self.base[i]
-        sample_id = self.base.sample_id(i) if hasattr(self.base, "sample_id") else i
-        return image, int(position), sample_id
+            resized = torch.stack([self.resize(image) for image in images])
+        x = resized.to(torch.float32).div_(255.0)
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+
+
+def build_batch_view_transform(**kwargs: object) -> BatchView | BatchResize:
+    """The batched twin of `views.build_view_transform` (same keyword arguments, same checks).
+
+    Shape:
+        input (B, 3, H, W) uint8 or B x (3, H_i, W_i) uint8; output (B, 3, size, size) float32.
+    """
+    args = validated_view_args(**kwargs)  # type: ignore[arg-type]
+    if args.pop("augment") == "none":
+        return BatchResize(size=args["size"], mean=args["mean"], std=args["std"])
+    return BatchView(**args)

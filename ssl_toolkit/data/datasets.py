@@ -198,11 +198,15 @@ class ArrayDataset(Dataset):
         return image, (int(self.labels[index]) if self.labels is not None else -1)
 
 
-def _fashion_mnist(*, split: str, root: str | None, download: bool, labelled: bool | None) -> Dataset:
-    return FashionMNIST(split, root=root, download=download)  # always labelled; `labelled` is ignored
+def _fashion_mnist(
+    *, split: str, root: str | None, download: bool, labelled: bool | None, max_pixels: int | None = None
+) -> Dataset:
+    return FashionMNIST(split, root=root, download=download)  # always labelled; `labelled`, `max_pixels` ignored
 
 
-def _image_folder(*, split: str, root: str | None, download: bool, labelled: bool | None) -> Dataset:
+def _image_folder(
+    *, split: str, root: str | None, download: bool, labelled: bool | None, max_pixels: int | None = None
+) -> Dataset:
     if root is None:
         raise ConfigError("data.name=image_folder needs data.root=<folder of images>")
     if download:
@@ -218,7 +222,8 @@ def _image_folder(*, split: str, root: str | None, download: bool, labelled: boo
         folder = base
     else:
         raise DataError(f"split {split!r} needs {base}/train and {base}/test (or val); neither layout found")
-    return ImageFolder(str(folder), labelled=labelled)
+    limit = {} if max_pixels is None else {"max_pixels": max_pixels}  # None: the folder's default limit
+    return ImageFolder(str(folder), labelled=labelled, **limit)
 
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
@@ -243,6 +248,7 @@ def build_dataset(
     root: str | None = None,
     download: bool = False,
     labelled: bool | None = None,
+    max_pixels: int | None = None,
 ) -> Dataset:
     """Build a dataset from ``DATASETS`` by name.
 
@@ -252,10 +258,11 @@ def build_dataset(
         root: where the data lives (required for image_folder, webdataset and hf_dataset).
         download: download when missing (Fashion-MNIST only).
         labelled: image_folder, webdataset, hf_dataset: force labels on/off; None infers from the data.
+        max_pixels: image_folder only: skip larger images (None: `image_folder.DEFAULT_MAX_PIXELS`).
 
     Raises:
         ConfigError: unknown name or split, or missing root; DataError when the data cannot be read.
     """
     if name not in DATASETS:
         raise ConfigError(f"unknown dataset {name!r}; accepted: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](split=split, root=root, download=download, labelled=labelled)
+    return DATASETS[name](split=split, root=root, download=download, labelled=labelled, max_pixels=max_pixels)

@@ -21,13 +21,16 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from ssl_toolkit.data.image_folder import pil_to_rgb_uint8
+from ssl_toolkit.data.image_folder import DEFAULT_MAX_PIXELS, pil_to_rgb_uint8
 from ssl_toolkit.errors import DataError
 
 
-def decode_image_bytes(data: bytes) -> Tensor:
-    """Decode an encoded image (any format PIL reads) into a (3, H, W) uint8 tensor; raises on broken data."""
+def decode_image_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Decode an encoded image (any format PIL reads) into a (3, H, W) uint8 tensor; raises on broken data and
+    on images above ``max_pixels`` (checked from the header, before decoding)."""
     with Image.open(io.BytesIO(data)) as img:
+        if img.width * img.height > max_pixels:
+            raise DataError(f"{img.width}x{img.height} is above data.max_pixels={max_pixels}")
         img.load()
         if img.width < 1 or img.height < 1:
             raise ValueError(f"empty image size {img.size}")
@@ -42,6 +45,7 @@ class EncodedImages(Dataset):
     """
 
     labels: Tensor | None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def _init_skipping(self, n: int, where: str, skipped: dict[str, str] | None = None) -> None:
         self.n_samples = int(n)
@@ -59,7 +63,7 @@ class EncodedImages(Dataset):
 
     def load(self, index: int) -> Tensor:
         """Fully decode sample ``index`` as (3, H, W) uint8; raises on a broken sample."""
-        return decode_image_bytes(self.read(index))
+        return decode_image_bytes(self.read(index), max_pixels=self.max_pixels)
 
     def _skip(self, name: str, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {exc}"

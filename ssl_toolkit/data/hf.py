@@ -175,11 +175,16 @@ class HFImages(EncodedImages):
         return f"{self.where}[{index}]" + (f" ({path})" if path else "")
 
 
-def build_hf_dataset(*, split: str, root: str | None, download: bool, labelled: bool | None) -> HFImages:
+def build_hf_dataset(
+    *, split: str, root: str | None, download: bool, labelled: bool | None, max_pixels: int | None = None
+) -> HFImages:
     """``DATASETS["hf_dataset"]``: the ``split`` of the local Hugging Face dataset at ``root``."""
     if root is None:
         raise ConfigError("data.name=hf_dataset needs data.root=<folder saved with save_to_disk, or of parquet files>")
     if download:
         raise ConfigError("hf_dataset reads local folders only; set data.download=false and data.root=<folder>")
     table = pick_split(load_local(root), split, root)
-    return HFImages(table, name=f"{root}[{split}]", labelled=labelled)
+    images = HFImages(table, name=f"{root}[{split}]", labelled=labelled)
+    if max_pixels is not None:
+        images.max_pixels = int(max_pixels)
+    return images

@@ -6,6 +6,13 @@ file that fails to decode there (truncated JPEG, broken PNG stream) is skipped t
 index (wrapping around) is returned instead, so a deterministic sample comes back and training never
 crashes on one bad file. Every skipped file gets one ``warnings.warn`` naming it and the error, and goes
 into ``skipped`` (path -> reason; per process, so DataLoader workers keep their own lazily found entries).
+
+Pixel limit: a file whose header states more than ``max_pixels`` pixels (``data.max_pixels``, default 64 MP)
+is skipped at construction the same way, never decoded (a 12000x12000 image would take 432 MB as uint8 RGB and
+a multiple of that while decoding). PIL's own decompression-bomb warning and error (at about 89 and 179 MP)
+do not escape: the warning is silenced, the error is one more skipped file.
+
+Decoding is ``decode.py``'s: torchvision for JPEG and plain PNG, PIL for the rest.
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -23,46 +29,25 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS as TORCHVISION_EXTENSIONS
 
+from ssl_toolkit.data.decode import decode_file, encoded_jpeg, pil_to_rgb_uint8
 from ssl_toolkit.data.view_specs import as_triple
 from ssl_toolkit.errors import DataError
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "JpegBytes",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMG_EXTENSIONS",
+    "ImageFolder",
+    "as_triple",
+    "pil_to_rgb_uint8",
+]
 
 IMG_EXTENSIONS = (*TORCHVISION_EXTENSIONS, ".gif")  # torchvision's list, plus GIF (PIL reads its first frame)
 IMAGENET_MEAN: tuple[float, float, float] = tuple(IMAGENET_DEFAULT_MEAN)  # timm's constants
 IMAGENET_STD: tuple[float, float, float] = tuple(IMAGENET_DEFAULT_STD)
-_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
-_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
-
-
-def pil_to_rgb_uint8(img: Image.Image) -> Tensor:
-    """Decode a PIL image into a (3, H, W) uint8 tensor.
-
-    Greyscale is repeated to 3 channels, alpha is composited onto black (premultiplied, so hidden colours
-    of transparent pixels do not leak), palettes are expanded, 16-bit ("I;16", "I") is scaled from
-    [0, 65535] to [0, 255], float ("F") from [0, 1] when its maximum is at most 1, CMYK converted.
-    """
-    mode = img.mode
-    if mode in _HIGH_BIT_MODES:
-        arr = np.asarray(img).astype(np.float64)
-        if mode != "F":
-            arr = np.clip(arr, 0, 65535) * (255.0 / 65535.0)
-        elif arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        grey = torch.from_numpy(np.rint(np.clip(arr, 0, 255)).astype(np.uint8))
-        return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
-    if mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif mode == "1":
-        img = img.convert("L")
-    if img.mode == "L":
-        grey = torch.from_numpy(np.array(img, dtype=np.uint8))
-        return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
-    if img.mode in _ALPHA_MODES:
-        rgba = torch.from_numpy(np.array(img.convert("RGBA"), dtype=np.uint8)).permute(2, 0, 1)
-        rgb = (rgba[:3].to(torch.int32) * rgba[3:].to(torch.int32) + 127) // 255  # (3, H, W), rounded
-        return rgb.to(torch.uint8).contiguous()
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return torch.from_numpy(np.array(img, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+DEFAULT_MAX_PIXELS = 64_000_000  # data.max_pixels: larger images are skipped from their header, never decoded
 
 
 def _scan(root: Path, extensions: tuple[str, ...]) -> list[Path]:
@@ -93,6 +78,7 @@ class ImageFolder(Dataset):
         mean: per-channel mean for normalisation (ImageNet by default).
         std: per-channel std for normalisation (ImageNet by default).
         native_size: side of the images if known (used to size the eval resize); None otherwise.
+        max_pixels: images with more pixels (width x height, from the header) are skipped; None: no limit.
 
     Raises:
         DataError: ``root`` is missing, holds no readable image, or ``labelled=True`` with top-level images.
@@ -107,6 +93,7 @@ class ImageFolder(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         native_size: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
@@ -118,6 +105,8 @@ class ImageFolder(Dataset):
         self.mean = as_triple(mean, "mean")
         self.std = as_triple(std, "std")
         self.native_size = native_size
+        self.max_pixels = max_pixels
+        self.too_large = 0  # files skipped for max_pixels
         self.skipped: dict[str, str] = {}
         files = _scan(self.root, exts)
         readable = [p for p in files if self._header_ok(p)]
@@ -157,24 +146,42 @@ class ImageFolder(Dataset):
 
     def _header_ok(self, path: Path) -> bool:
         try:
-            with Image.open(path) as img:
-                if img.width < 1 or img.height < 1:
-                    raise ValueError(f"empty image size {img.size}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as img:
+                    width, height = img.size
+            if width < 1 or height < 1:
+                raise ValueError(f"empty image size {width}x{height}")
+            if self.max_pixels is not None and width * height > self.max_pixels:
+                self.too_large += 1
+                raise ValueError(
+                    f"{width}x{height} = {width * height / 1e6:.1f} MP is above data.max_pixels "
+                    f"({self.max_pixels / 1e6:g} MP); raise data.max_pixels to use it"
+                )
         except Exception as exc:  # PIL plugins raise many types (OSError, SyntaxError, ValueError, ...)
             self._skip(str(path), exc)
             return False
         return True
 
     def load(self, index: int) -> Tensor:
-        """Fully decode sample ``index`` as (3, H, W) uint8; raises whatever PIL raises."""
-        with Image.open(self.samples[index]) as img:
-            img.load()
-            return pil_to_rgb_uint8(img)
+        """Fully decode sample ``index`` as (3, H, W) uint8; raises whatever the decoder raises."""
+        return decode_file(self.samples[index])
+
+    def _read(self, index: int, jpeg_bytes: bool) -> Tensor:
+        encoded = encoded_jpeg(self.samples[index]) if jpeg_bytes else None
+        return self.load(index) if encoded is None else encoded
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.get(index)
+
+    def get(self, index: int, *, jpeg_bytes: bool = False) -> tuple[Tensor, int]:
+        """``(image, label)`` of ``index`` or of the next readable file (see the corrupt-file policy).
+
+        With ``jpeg_bytes``, a JPEG comes back undecoded as its bytes (1-D uint8) for `decode.decode_batch`.
+        """
         n = len(self.samples)
         for k in range(n):
             j = (int(index) + k) % n
@@ -182,7 +189,7 @@ class ImageFolder(Dataset):
             if path in self.skipped or bool(self._failed[j]):
                 continue
             try:
-                image = self.load(j)
+                image = self._read(j, jpeg_bytes)
             except Exception as exc:  # a truncated or broken file: skip it, try the next index
                 self._failed[j] = True
                 self._skip(path, exc)
@@ -202,4 +209,19 @@ class ImageFolder(Dataset):
         items = list(reasons.items())
         shown = "; ".join(f"{p} ({r})" for p, r in items[:10])
         more = f"; ... and {n - 10} more" if n > 10 else ""
-        return f"{n} corrupt or unreadable files skipped: {shown}{more}"
+        large = f" ({self.too_large} of them above data.max_pixels)" if self.too_large else ""
+        return f"{n} corrupt or unreadable files skipped{large}: {shown}{more}"
+
+
+class JpegBytes(Dataset):
+    """An `ImageFolder` whose JPEGs come out as their bytes (1-D uint8), to decode in batches on the training
+    device (``data.decode_device=cuda``); other formats come out decoded, as from the folder."""
+
+    def __init__(self, folder: ImageFolder) -> None:
+        self.folder = folder
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.folder.get(index, jpeg_bytes=True)

@@ -202,7 +202,9 @@ class WebDatasetShards(EncodedImages):
                 os.close(fd)
 
 
-def build_webdataset(*, split: str, root: str | None, download: bool, labelled: bool | None) -> WebDatasetShards:
+def build_webdataset(
+    *, split: str, root: str | None, download: bool, labelled: bool | None, max_pixels: int | None = None
+) -> WebDatasetShards:
     """``DATASETS["webdataset"]``: the shards of ``split`` under ``root``."""
     if root is None:
         raise ConfigError("data.name=webdataset needs data.root=<folder of .tar shards, or a pattern>")
@@ -210,4 +212,7 @@ def build_webdataset(*, split: str, root: str | None, download: bool, labelled: 
         raise ConfigError("webdataset shards cannot be downloaded; set data.download=false and data.root=<shards>")
     if split not in ("train", "val", "test"):
         raise ConfigError(f"webdataset split {split!r} is unknown; accepted: train, val, test")
-    return WebDatasetShards(shard_paths(root, split), labelled=labelled)
+    shards = WebDatasetShards(shard_paths(root, split), labelled=labelled)
+    if max_pixels is not None:
+        shards.max_pixels = int(max_pixels)
+    return shards

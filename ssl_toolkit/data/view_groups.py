@@ -1,8 +1,8 @@
 """Recipe view groups -> one transform per view, from either backend.
 
 ``per_image`` (``views.py``, torchvision in the loader workers, any image size) or ``batched``
-(``batched_views.py``, kornia on a whole batch in the collate). Both build from the same checked arguments
-(``view_specs.py``).
+(``batched_views.py``, a whole batch of images of any sizes per call, in the collate or on the GPU). Both build
+from the same checked arguments (``view_specs.py``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ def build_view_transforms(
 ) -> tuple[list[Callable], tuple[str, ...], int]:
     """Expand view groups (see `view_specs.parse_view_groups`) into per-view transforms.
 
-    With ``batched=True`` each transform takes a whole uint8 batch (B, 3, H, W) and draws its randomness per
-    image; otherwise one image (3, H, W).
+    With ``batched=True`` each transform takes a whole uint8 batch (B, 3, H, W), or a list of B images of any
+    sizes, and draws its randomness per image; otherwise one image (3, H, W).
 
     Returns:
         ``(transforms, view_kinds, n_global)``: one transform per view (group order, ``n`` each), the group

@@ -2,7 +2,7 @@
 
 A recipe lists view groups (``views:``); `parse_view_groups` checks them and returns every group with every key
 explicit (preset defaults filled in, ``global`` stated), so the saved recipe says exactly what runs. The
-per-image backend (``views.py``, torchvision) and the batched backend (``batched_views.py``, kornia) build
+per-image backend (``views.py``, torchvision) and the batched backend (``batched_views.py``) build
 transforms from the same checked arguments (`validated_view_args`), so they accept and reject the same recipes.
 This module imports neither backend.
 """

@@ -9,6 +9,7 @@ one forward per resolution group.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,6 +17,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from ssl_toolkit.data.batch import Batch
+from ssl_toolkit.data.blur import gaussian_blur
 from ssl_toolkit.data.view_specs import blur_kernel_size, validated_view_args
 
 
@@ -33,6 +35,24 @@ class ResizeIfNeeded:
 
     def __repr__(self) -> str:
         return f"ResizeIfNeeded(size={self.size})"
+
+
+class SeparableGaussianBlur(v2.GaussianBlur):
+    """torchvision's GaussianBlur (same parameters, same random draw), convolved as two 1-D passes.
+
+    torchvision convolves image tensors with the full 2-D kernel: 23x23 multiply-adds per pixel at 224 px, about
+    20 ms a view on one core. A Gaussian is separable, so ``blur.gaussian_blur`` gives the same result (up to
+    float rounding; uint8 rounded as torchvision does) with 2x23.
+    """
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        sigma_x, sigma_y = params["sigma"]
+        if not isinstance(inpt, Tensor) or inpt.dim() != 3 or sigma_x != sigma_y or len(set(self.kernel_size)) > 1:
+            return super().transform(inpt, params)
+        out = gaussian_blur(inpt[None].float(), torch.tensor([sigma_x]), self.kernel_size[0])[0]
+        if inpt.dtype == torch.uint8:
+            out = out.round_().clamp_(0, 255).to(torch.uint8)
+        return out
 
 
 def _finish(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
@@ -63,7 +83,7 @@ def _simclr(
     if not greyscale:
         steps.append(v2.RandomGrayscale(p=gray_p))
     if blur_p > 0:
-        steps.append(v2.RandomApply([v2.GaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p))
+        steps.append(v2.RandomApply([SeparableGaussianBlur(blur_kernel_size(size), sigma=(0.1, 2.0))], p=blur_p))
     return v2.Compose(steps + _finish(mean, std))
 
 

@@ -160,20 +160,13 @@ def recalibrate_batchnorm(
     batch_size: int = defaults.RECALIBRATE_BATCH_SIZE,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Replace BatchNorm running statistics by their average over ``num_batches`` clean batches."""
-    norms = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return encoder.eval()
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative average over the batches below
-    encoder.train().to(device)
+    """Replace BatchNorm running statistics by their average over ``num_batches`` clean batches (a seeded
+    subset), with `torch.optim.swa_utils.update_bn` (reset, cumulative average, momentum restored)."""
+    from torch.optim.swa_utils import update_bn
+
+    encoder.to(device)
     g = torch.Generator().manual_seed(0)
     order = torch.randperm(len(dataset), generator=g)[: num_batches * batch_size].tolist()
     subset = torch.utils.data.Subset(dataset, order)
-    for images, _ in _loader(subset, transform, batch_size, 0):
-        encoder(images.to(device))
-    for m, momentum in zip(norms, saved):
-        m.momentum = momentum
+    update_bn(_loader(subset, transform, batch_size, 0), encoder, device=torch.device(device))
     return encoder.eval()

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from ssl_toolkit import config, engine
 from ssl_toolkit.checkpoint import last_checkpoint
 from tests.data.bank_helpers import write_bank
+from tests.data.photo_helpers import make_photo_folder
 from tests.engine.helpers import make_image_folder
 
 TINY = Path(__file__).resolve().parents[2] / "recipes" / "tests" / "tiny.yaml"
@@ -50,6 +51,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """32 training JPEGs of 16-40 px, every one of another size."""
+    return make_photo_folder(tmp_path_factory.mktemp("photos"), per_class=16, sides=(16, 40))
+
+
+@pytest.fixture(scope="module")
 def bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Variants for 24 of the 32 training images (two each) and 16 unconditional images."""
     variants = {i: [40 + 3 * i, 140 + 3 * i] for i in range(24)}
@@ -69,15 +76,18 @@ GENVIEW = [
     [
         ["data.view_backend=per_image"],
         ["data.view_backend=batched"],
+        ["data.view_backend=batched", "data.root={photos}"],
+        ["data.view_backend=batched", "data.view_device=cuda", "data.root={photos}"],
         ["model.ema=true", "model.ema_momentum=[0.5,0.9]"],
         [*GENVIEW, "data.view_backend=batched"],
         ["data.generated.mode=adainf", "data.generated.dup=1", "train.max_steps=8"],
     ],
-    ids=["per_image", "batched", "ema", "genview", "adainf"],
+    ids=["per_image", "batched", "batched_mixed_sizes", "views_in_main_process", "ema", "genview", "adainf"],
 )
 def test_resume_after_kill_gives_identical_losses(
-    tmp_path: Path, data: Path, bank: Path, monkeypatch, overrides
+    tmp_path: Path, data: Path, bank: Path, photos: Path, monkeypatch, overrides
 ) -> None:
+    overrides = [o.replace("{photos}", str(photos)) for o in overrides]
     if any(o.startswith("data.generated") for o in overrides):
         overrides = [*overrides, f"data.generated.bank={bank}"]
     full = engine.train(_cfg(tmp_path, data, "full", *overrides))

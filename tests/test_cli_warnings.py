@@ -1,0 +1,81 @@
+"""Warnings on the command line (`WarningLines`): one line each, each once, skipped files listed once per run."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+from ssl_toolkit.cli_warnings import WarningLines
+from ssl_toolkit.run_summary import SKIPPED, read_skipped
+
+
+def _emit(text: str, filename: str, category: type[Warning] = UserWarning) -> None:
+    warnings.warn_explicit(text, category, filename, 7)
+
+
+def test_own_warnings_are_one_line_and_others_lose_their_source_line() -> None:
+    stream = io.StringIO()
+    own = str(Path(__file__).resolve().parents[1] / "ssl_toolkit" / "checkpoint.py")
+    before = warnings.showwarning
+    with WarningLines(stream):
+        _emit("a checkpoint was skipped", own)
+        _emit("some library says so", "/elsewhere/lib.py", RuntimeWarning)
+        _emit("some library says so", "/elsewhere/other.py", RuntimeWarning)  # the same text elsewhere: once
+    assert warnings.showwarning is before
+    assert stream.getvalue().splitlines() == [
+        "ssl-toolkit: warning: a checkpoint was skipped",
+        "/elsewhere/lib.py:7: RuntimeWarning: some library says so",
+    ]
+
+
+def test_pytorch_worker_warning_is_shown_once() -> None:
+    from torch.utils.data import DataLoader
+
+    stream = io.StringIO()
+    with WarningLines(stream):
+        warnings.simplefilter("always")  # Python's own once-per-location would hide the repeats
+        for _ in range(3):  # e.g. training, the evaluation and the report each make a loader
+            DataLoader(list(range(4)), num_workers=len(os.sched_getaffinity(0)) + 6).check_worker_number_rationality()
+    assert stream.getvalue().count("worker processes in total") == 1
+
+
+def test_skipped_files_are_listed_once_per_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    odd = "/data/a: b/x.png"  # a path holding ": " still parses
+    stream = io.StringIO()
+    with WarningLines(stream) as lines:
+        lines.use_run(run)
+        _emit(f"skipping unreadable image {odd}: OSError: image file is truncated", "/torch/fetch.py")
+        _emit("skipping unreadable sample shard-0.tar:000003: ValueError: no image member", "/x.py")
+        _emit(f"skipping unreadable image {odd}: OSError: image file is truncated", "/torch/fetch.py")
+    assert stream.getvalue().splitlines() == [
+        f"ssl-toolkit: skipped {odd} (OSError: image file is truncated)",
+        "ssl-toolkit: skipped shard-0.tar:000003 (ValueError: no image member)",
+    ]
+    assert read_skipped(run) == {
+        odd: "OSError: image file is truncated",
+        "shard-0.tar:000003": "ValueError: no image member",
+    }
+
+    stream = io.StringIO()  # a later command on the run: not repeated, one pointer instead
+    with WarningLines(stream) as lines:
+        lines.use_run(run)
+        _emit(f"skipping unreadable image {odd}: OSError: image file is truncated", "/torch/fetch.py")
+        _emit("skipping unreadable image /data/new.png: OSError: broken", "/torch/fetch.py")
+    assert stream.getvalue().splitlines() == [
+        "ssl-toolkit: skipped /data/new.png (OSError: broken)",
+        f"ssl-toolkit: 1 skipped file not repeated, see {run / SKIPPED}",
+    ]
+    assert len(read_skipped(run)) == 3
+
+
+def test_other_ranks_list_but_do_not_print(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    stream = io.StringIO()
+    with WarningLines(stream) as lines:
+        lines.use_run(tmp_path)
+        _emit("skipping unreadable image /d/x.png: OSError: bad", "/torch/fetch.py")
+    assert stream.getvalue() == "" and list(read_skipped(tmp_path)) == ["/d/x.png"]
