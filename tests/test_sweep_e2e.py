@@ -67,7 +67,7 @@ def test_sweep_resumes_after_kill_9_with_the_same_result(tmp_path: Path) -> None
     assert study.trials[2].system_attrs["failed_trial"] == 1
     # the retry resumed the killed run from its last checkpoint, in the same folder
     log = (out / "logs" / "trial-1.log").read_text()
-    assert "resumed from" in log and "stopped by signal 15" in log
+    assert "resuming at step" in log and "stopped by signal 15" in log, log
     assert config.load(out / "winner.yaml").train.lr in (0.01, 0.05)
     assert (out / "sweep.html").is_file() and (out / "metrics_vs_knn.png").is_file()
 
