@@ -96,6 +96,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float | None = None
     mixed_precision: str = "no"  # no | fp16 | bf16
+    channels_last: bool = False  # weights in NHWC layout (oneDNN and tensor cores prefer it; ssl_toolkit/speed.py)
+    compile: bool = False  # torch.compile the encoder (needs a C++ compiler on CPU; first steps are slow)
     grad_accum: int = 1
     seed: int = 0
     save_every: int = 500  # optimizer steps between checkpoints (and one at the end)

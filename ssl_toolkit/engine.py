@@ -36,6 +36,7 @@ from ssl_toolkit.run_folder import OpenRun, open_for_training, run_dir_of
 from ssl_toolkit.run_log import ProgressLog
 from ssl_toolkit.run_summary import RunRecord
 from ssl_toolkit.schedule import lr_factor, warmup_steps_for
+from ssl_toolkit.speed import apply_speed_settings, check_compiler
 from ssl_toolkit.trackers import accelerator_kwargs
 
 __all__ = ["NonFiniteLossError", "run_dir_of", "train"]
@@ -77,6 +78,8 @@ class _Run:
 def _prepare(cfg: DictConfig, folder: OpenRun, accelerator: Accelerator) -> _Run:
     """Seed, data, model and optimizer, prepared by accelerate; resume from the folder's last checkpoint."""
     tc = cfg.train
+    if tc.compile:
+        check_compiler(accelerator.device.type)
     set_seed(tc.seed)
     data = build_train_data(cfg)
     if data.size < tc.batch_size * tc.grad_accum * accelerator.num_processes:
@@ -84,7 +87,7 @@ def _prepare(cfg: DictConfig, folder: OpenRun, accelerator: Accelerator) -> _Run
             f"{data.size} training images make no full batch of train.batch_size={tc.batch_size} x grad_accum="
             f"{tc.grad_accum} x {accelerator.num_processes} process(es); lower train.batch_size or use more images"
         )
-    model = build_model(cfg, data)
+    model = apply_speed_settings(build_model(cfg, data), channels_last=tc.channels_last, compile=tc.compile)
     optimizer = build_optimizer(model, tc)
     model, optimizer, loader = accelerator.prepare(model, optimizer, build_loader(data, cfg))
     run = _Run(cfg, accelerator, model, optimizer, loader, data, folder)

@@ -33,7 +33,7 @@ SAFE_ON_RESUME = (
 )  # fmt: skip
 TRAJECTORY_ON_RESUME = (
     "train.lr", "train.weight_decay", "train.momentum", "train.warmup_steps", "train.warmup_fraction",
-    "train.min_lr_ratio", "train.grad_clip", "train.mixed_precision",
+    "train.min_lr_ratio", "train.grad_clip", "train.mixed_precision", "train.channels_last", "train.compile",
 )  # fmt: skip
 
 

@@ -80,9 +80,19 @@ GENVIEW = [
         ["data.view_backend=batched", "data.view_device=cuda", "data.root={photos}"],
         ["model.ema=true", "model.ema_momentum=[0.5,0.9]"],
         [*GENVIEW, "data.view_backend=batched"],
+        ["train.channels_last=true"],
         ["data.generated.mode=adainf", "data.generated.dup=1", "train.max_steps=8"],
     ],
-    ids=["per_image", "batched", "batched_mixed_sizes", "views_in_main_process", "ema", "genview", "adainf"],
+    ids=[
+        "per_image",
+        "batched",
+        "batched_mixed_sizes",
+        "views_in_main_process",
+        "ema",
+        "genview",
+        "channels_last",
+        "adainf",
+    ],  # fmt: skip
 )
 def test_resume_after_kill_gives_identical_losses(
     tmp_path: Path, data: Path, bank: Path, photos: Path, monkeypatch, overrides
