@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         model, optimizer = steppers[name]
         start = time.perf_counter()
         with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = model(views, StepContext(step=0, max_steps=1)).loss
+            loss = model(views, StepContext(step=0, n_global=data.n_global, view_kinds=data.view_kinds)).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
