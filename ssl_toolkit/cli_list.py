@@ -1,7 +1,7 @@
 """``ssl-toolkit list objectives|backbones|presets|augmentations|recipes``: what a recipe can name, one line each.
 
-Everything but ``objectives`` is read without torch (the objectives' defaults come from their constructors,
-`ssl_toolkit.objectives.objective_kwargs`, which imports them).
+Everything is read without torch: the objectives' defaults come from their constructors' source
+(`ssl_toolkit.objective_signatures`), or from the imported classes when a plug-in objective is installed.
 """
 
 from __future__ import annotations
@@ -60,19 +60,34 @@ def _value(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def list_objectives() -> list[str]:
+def _objective_kwargs() -> tuple[dict[str, dict[str, Any]], dict[str, str], Any]:
+    """Every objective's keyword arguments, FACTS and the no-default marker: read from the source files when
+    only the built-in objectives exist (no torch import), else from the imported classes."""
     import importlib.metadata
 
+    from ssl_toolkit import objective_signatures as static
+
+    try:
+        if not importlib.metadata.entry_points(group=static.entry_point_group()):
+            table = static.builtin_objectives()
+            return {n: static.constructor_kwargs(*where) for n, where in table.items()}, static.facts(), static.MISSING
+    except (LookupError, OSError, SyntaxError, ValueError):
+        pass  # something the reader does not follow: import instead
     from ssl_toolkit.objectives import ENTRY_POINT_GROUP, FACTS, OBJECTIVES, REQUIRED, objective_kwargs
 
     names = [*OBJECTIVES, *sorted(ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))]
+    return {name: objective_kwargs(name) for name in dict.fromkeys(names)}, FACTS, REQUIRED
+
+
+def list_objectives() -> list[str]:
+    kwargs, facts, required = _objective_kwargs()
     lines = []
-    for name in dict.fromkeys(names):
+    for name, accepted in kwargs.items():
         params = []
-        for key, default in objective_kwargs(name).items():
+        for key, default in accepted.items():
             if key == "gather_distributed":  # every objective has it; True is right
                 continue
-            shown = ("<filled in>" if key in FACTS else "<required>") if default is REQUIRED else _value(default)
+            shown = ("<filled in>" if key in facts else "<required>") if default is required else _value(default)
             params.append(f"{key}={shown}")
         lines.append(f"{name:<9} {', '.join(params)}")
     return [*lines, "", "<filled in>: set from the model, views or data; papers and details: docs/objectives.md"]

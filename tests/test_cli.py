@@ -72,6 +72,25 @@ def test_list_objectives_shows_constructor_defaults(capsys: pytest.CaptureFixtur
     assert "swav" in lines and "proj_dim=<filled in>" in lines["swav"] and "n_prototypes=3000" in lines["swav"]
 
 
+def test_objective_signatures_read_from_source_match_the_imported_classes() -> None:
+    from ssl_toolkit import objective_signatures as static
+    from ssl_toolkit.objectives import ENTRY_POINT_GROUP, FACTS, OBJECTIVES, REQUIRED, objective_kwargs
+
+    table = static.builtin_objectives()
+    assert list(table) == list(OBJECTIVES)
+    assert static.facts() == FACTS and static.entry_point_group() == ENTRY_POINT_GROUP
+    for name, (module, class_name) in table.items():
+        assert OBJECTIVES[name].__module__ == f"ssl_toolkit.objectives.{module}"
+        assert OBJECTIVES[name].__name__ == class_name
+        read = static.constructor_kwargs(module, class_name)
+        imported = objective_kwargs(name)
+        assert list(read) == list(imported), name
+        for key, default in imported.items():
+            assert (read[key] is static.MISSING) if default is REQUIRED else read[key] == default, (name, key)
+    with pytest.raises(LookupError):
+        static.constructor_kwargs("simclr", "NoSuchClass")
+
+
 def test_list_presets_augmentations_and_recipes(capsys: pytest.CaptureFixture[str]) -> None:
     from ssl_toolkit.cli_list import KINDS, LISTERS
     from ssl_toolkit.data.view_specs import PRESET_DEFAULTS, VIEW_PRESETS
@@ -173,6 +192,7 @@ FAST_COMMANDS = {
     "list_augmentations": (["list", "augmentations"], 0),
     "list_recipes": (["list", "recipes"], 0),
     "list_backbones": (["list", "backbones"], 0),
+    "list_objectives": (["list", "objectives"], 0),
     "unknown_key": (["train", "tiny", "data.root=.", "train.epochz=1"], 2),
     "bad_value": (["train", "tiny", "data.root=.", "train.lr=-1"], 2),
     "unknown_recipe": (["train", "simclr_fashon_mnist"], 2),
