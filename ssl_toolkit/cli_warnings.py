@@ -86,13 +86,15 @@ class WarningLines:
                 self._write(warnings.formatwarning(message, category, filename, lineno, "").rstrip(), file)
 
     def _skipped(self, path: str, reason: str) -> None:
-        if path in self.seen_paths:
+        full = os.path.abspath(path)  # the list holds absolute paths (`record_skipped`)
+        if full in self.seen_paths:
             return
-        self.seen_paths.add(path)
+        self.seen_paths.add(full)
         if self.run_dir is not None:
             from ssl_toolkit.run_summary import read_skipped, record_skipped
 
-            if path in read_skipped(self.run_dir):  # listed before, or by a data-loader worker process
+            listed = read_skipped(self.run_dir)
+            if full in listed or path in listed:  # listed before, or by a data-loader worker process
                 self.repeated += 1
                 return
             if self.record and self.run_dir.is_dir():

@@ -82,9 +82,10 @@ def read_skipped(run_dir: Path) -> dict[str, str]:
 
 
 def record_skipped(run_dir: Path, skipped: Mapping[str, str]) -> int:
-    """Add ``skipped`` (path -> reason) to the run's ``skipped.txt``; returns how many files it lists."""
+    """Add ``skipped`` (path -> reason) to the run's ``skipped.txt``, paths made absolute (``train`` and a later
+    ``eval`` may name the folder differently, or run from elsewhere); returns how many files it lists."""
     known = read_skipped(run_dir)
-    new = {p: r for p, r in skipped.items() if p not in known}
+    new = {os.path.abspath(p): r for p, r in skipped.items() if os.path.abspath(p) not in known and p not in known}
     if new:
         with (Path(run_dir) / SKIPPED).open("a") as f:
             f.writelines(f"{p}\t{' '.join(str(r).split())}\n" for p, r in new.items())

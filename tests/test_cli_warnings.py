@@ -57,7 +57,7 @@ def test_skipped_files_are_listed_once_per_run(tmp_path: Path) -> None:
     ]
     assert read_skipped(run) == {
         odd: "OSError: image file is truncated",
-        "shard-0.tar:000003": "ValueError: no image member",
+        os.path.abspath("shard-0.tar:000003"): "ValueError: no image member",  # relative paths: made absolute
     }
 
     stream = io.StringIO()  # a later command on the run: not repeated, one pointer instead
@@ -70,6 +70,21 @@ def test_skipped_files_are_listed_once_per_run(tmp_path: Path) -> None:
         f"ssl-toolkit: 1 skipped file not repeated, see {run / SKIPPED}",
     ]
     assert len(read_skipped(run)) == 3
+
+
+def test_a_file_named_relatively_then_absolutely_is_listed_once(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # train ran with data.root=photos, eval with the recorded absolute root
+    run = tmp_path / "run"
+    run.mkdir()
+    with WarningLines(io.StringIO()) as lines:
+        lines.use_run(run)
+        _emit("skipping unreadable image photos/x.jpg: OSError: truncated", "/torch/fetch.py")
+    stream = io.StringIO()
+    with WarningLines(stream) as lines:
+        lines.use_run(run)
+        _emit(f"skipping unreadable image {tmp_path / 'photos/x.jpg'}: OSError: truncated", "/torch/fetch.py")
+    assert stream.getvalue().splitlines() == [f"ssl-toolkit: 1 skipped file not repeated, see {run / SKIPPED}"]
+    assert read_skipped(run) == {str(tmp_path / "photos/x.jpg"): "OSError: truncated"}
 
 
 def test_other_ranks_list_but_do_not_print(tmp_path: Path, monkeypatch) -> None:
