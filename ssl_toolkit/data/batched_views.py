@@ -103,6 +103,20 @@ def _where(mask: Tensor, x: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> N
         x[index] = op(x[index], mask)
 
 
+def chunk_order(params: ViewParams) -> Tensor:
+    """The images of a batch in the order the CPU processes them a chunk at a time: unblurred first, then
+    blurred by their kernel's reach; within those, by jitter and greyscale.
+
+    A chunk then mostly holds images that all take, or all skip, each step (applied in place on the whole
+    chunk, no gather and scatter), and its blur is as wide as its own sigmas need, not as the widest of a
+    random few (3-17 taps instead of 15-17 for most chunks of a 224 px view). Each image's result is the same
+    in any order, up to float rounding.
+    """
+    reach = torch.ceil(TRUNCATE * params.sigma).to(torch.int64) * params.blur
+    key = params.blur.to(torch.int64) * 10_000 + reach * 100 + params.jitter.to(torch.int64) * 10 + params.grey
+    return torch.argsort(key, stable=True)
+
+
 class BatchView:
     """uint8 images (a batch, or a list of any sizes) -> float32 (B, 3, size, size), normalised; random per image.
 
@@ -170,20 +184,23 @@ class BatchView:
         if flips is not None:
             crops[flips] = crops[flips].flip(-1)
         out = _output(crops.shape, crops.device)
-        per_image = crops[0].numel() * out.element_size()
-        step = max(1, CHUNK_BYTES // per_image) if crops.device.type == "cpu" else len(crops)
+        if crops.device.type != "cpu":
+            self._finish_(out.copy_(crops).div_(255.0), params, slice(None))
+            return out
+        step = max(1, CHUNK_BYTES // (crops[0].numel() * out.element_size()))
+        order = chunk_order(params)
         for start in range(0, len(crops), step):
-            part = slice(start, start + step)
-            self._finish_(out[part].copy_(crops[part]).div_(255.0), params, part)
+            part = order[start : start + step]
+            out[part] = self._finish_(crops[part].to(torch.float32).div_(255.0), params, part)
         return out
 
-    def _finish_(self, x: Tensor, params: ViewParams, part: slice) -> None:
-        """Jitter, greyscale, blur and normalise the images ``part`` of the batch, in place."""
+    def _finish_(self, x: Tensor, params: ViewParams, part: slice | Tensor) -> Tensor:
+        """Jitter, greyscale, blur and normalise the images ``part`` of the batch, in place; returns ``x``."""
         factors = {k: v[part] for k, v in params.factors.items()}
         _where(params.jitter[part], x, lambda y, sel: colour_jitter_(y, _select(factors, sel), params.order))
         _where(params.grey[part], x, lambda y, sel: to_grey_(y))
         _where(params.blur[part], x, lambda y, sel: self._blur(y, params.sigma[part][sel]))
-        x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
+        return x.sub_(self.mean.to(x.device)).div_(self.std.to(x.device))
 
     def _blur(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Separable Gaussian blur (``blur.py``), one sigma per image, each kernel cut at 4 of its sigmas.

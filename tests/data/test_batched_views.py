@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision.transforms.v2 import functional as TF
 
-from ssl_toolkit.data import ArrayDataset, EpochSampler, build_view_transform, build_view_transforms
+from ssl_toolkit.data import ArrayDataset, EpochSampler, batched_views, build_view_transform, build_view_transforms
 from ssl_toolkit.data.batched_collate import BatchViewCollate, PositionedImages
 from ssl_toolkit.data.batched_views import ImageBatch, build_batch_view_transform
 from ssl_toolkit.data.colour import JITTER_OPS
@@ -128,8 +128,11 @@ def _reference(view, crops: torch.Tensor, params) -> torch.Tensor:
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("chunk", [None, 2], ids=["one_chunk", "chunks_of_2"])
 @pytest.mark.parametrize("mixed", [True, False], ids=["mixed_sizes", "one_size"])
-def test_each_view_is_torchvision_per_image_with_the_drawn_parameters(mixed: bool) -> None:
+def test_each_view_is_torchvision_per_image_with_the_drawn_parameters(mixed: bool, chunk, monkeypatch) -> None:
+    if chunk is not None:  # the CPU works a few images at a time, in `chunk_order`: the result must not change
+        monkeypatch.setattr(batched_views, "CHUNK_BYTES", chunk * 3 * 24 * 24 * 4)
     images = MixedSizes().images if mixed else list(_images(8).images.expand(8, 3, 28, 28))
     view = build_batch_view_transform(
         size=24, scale=(0.1, 1.0), jitter_p=0.7, gray_p=0.4, blur_p=0.6, mean=MEAN, std=STD
@@ -145,6 +148,18 @@ def test_each_view_is_torchvision_per_image_with_the_drawn_parameters(mixed: boo
     assert torch.allclose(out, _reference(view, crops, params), atol=1e-4)
     torch.manual_seed(4)
     assert torch.equal(view(batch), out)  # __call__ = draw + apply
+
+
+def test_chunk_order_groups_images_by_blur_width_then_jitter_and_grey() -> None:
+    view = build_batch_view_transform(size=224, scale=(0.1, 1.0), mean=MEAN, std=STD)
+    torch.manual_seed(0)
+    params = view.draw(torch.tensor([[300, 400]] * 64))
+    order = batched_views.chunk_order(params)
+    assert sorted(order.tolist()) == list(range(64))
+    blur, sigma = params.blur[order], params.sigma[order]
+    assert not blur[: int((~params.blur).sum())].any() and blur[int((~params.blur).sum()) :].all()
+    reach = torch.ceil(batched_views.TRUNCATE * sigma[blur])
+    assert torch.equal(reach, reach.sort().values)  # blurred images: narrowest kernels first
 
 
 def test_mixed_sizes_train_batches_in_workers_and_main_process_alike() -> None:
