@@ -103,6 +103,19 @@ def _settings(trial: dict | None, knn: bool = True) -> str:
     return values + score
 
 
+def recipe_trial(name: str, trials: list[dict]) -> dict | None:
+    """The trial run at the recipe's own values of the swept keys (None when the grid does not hold them)."""
+    import yaml
+
+    recipe = yaml.safe_load((PRETRAIN / f"{name}_fashion_mnist.yaml").read_text())
+
+    def value(key: str):
+        section, _, leaf = key.partition(".")
+        return (recipe.get(section) or {}).get(leaf)
+
+    return next((t for t in trials if all(value(k) == v for k, v in t["params"].items())), None)
+
+
 def table(out: Path, names: list[str], select: str, steps: int, command: str) -> str:
     """The RESULTS.md section from every objective's ``sweep.json``."""
     lines = [f"## Label-free selection per objective (Fashion-MNIST, {steps} steps per trial)", "",
@@ -110,12 +123,13 @@ def table(out: Path, names: list[str], select: str, steps: int, command: str) ->
              "Each cell: Spearman correlation of the metric's selection score with k-NN (instdisc) across the "
              "objective's trials / k-NN gap in points between the best trial and the metric's pick (0 = it picks "
              "the best). alpha-ReQ scores -|alpha - 1|.", "",
-             "| objective | trials | best k-NN (settings) | RankMe | LiDAR | alpha-ReQ | chosen by " + select + " |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+             "| objective | trials | best k-NN (settings) | recipe's settings | RankMe | LiDAR | alpha-ReQ | chosen by "
+             + select + " |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for name in names:
         path = out / name / "sweep.json"
         if not path.is_file():
-            lines.append(f"| {name} | not run | | | | | |")
+            lines.append(f"| {name} | not run | | | | | | |")
             continue
         summary = json.loads(path.read_text())
         trials = {t["number"]: t for t in summary["trials"]}
@@ -123,8 +137,9 @@ def table(out: Path, names: list[str], select: str, steps: int, command: str) ->
         stats = summary["agreement"]
         best = trials[stats["rankme"]["best"]] if stats else None
         cells = [_cell(stats.get(m)) for m in TITLES]
-        lines.append(f"| {name} | {len(complete)}/{len(trials)} | {_settings(best)} | {' | '.join(cells)} | "
-                     f"{_settings(summary['winner'])} |")  # fmt: skip
+        own = recipe_trial(name, complete)
+        lines.append(f"| {name} | {len(complete)}/{len(trials)} | {_settings(best)} | {_settings(own)} | "
+                     f"{' | '.join(cells)} | {_settings(summary['winner'])} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
