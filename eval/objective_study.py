@@ -134,11 +134,13 @@ def table(out: Path, names: list[str], select: str, steps: int, command: str) ->
         summary = json.loads(path.read_text())
         trials = {t["number"]: t for t in summary["trials"]}
         complete = [t for t in trials.values() if t["state"] == "complete"]
+        retried = {t["retry_of"] for t in trials.values() if t.get("retry_of") is not None}
+        planned = len(trials) - len(retried)  # an interrupted trial and its retry are one setting
         stats = summary["agreement"]
         best = trials[stats["rankme"]["best"]] if stats else None
         cells = [_cell(stats.get(m)) for m in TITLES]
         own = recipe_trial(name, complete)
-        lines.append(f"| {name} | {len(complete)}/{len(trials)} | {_settings(best)} | {_settings(own)} | "
+        lines.append(f"| {name} | {len(complete)}/{planned} | {_settings(best)} | {_settings(own)} | "
                      f"{' | '.join(cells)} | {_settings(summary['winner'])} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
