@@ -87,6 +87,16 @@ def _output(shape: torch.Size, device: torch.device) -> Tensor:
     return template.new(storage).resize_(shape)
 
 
+def _put(dst: Tensor, index: Tensor, src: Tensor) -> None:
+    """``dst[index] = src`` along the first dimension, one image at a time.
+
+    Why not ``index_put_``/``index_copy_``: on the CPU both index every element (they took a fifth of a 224 px
+    view's time in the profile of `BatchView.apply`), where a copy per image is a plain block copy.
+    """
+    for k, i in enumerate(index.tolist()):
+        dst[i].copy_(src[k])
+
+
 def _select(factors: dict[str, Tensor], mask: Tensor) -> dict[str, Tensor]:
     return {k: v[mask] for k, v in factors.items()}
 
@@ -100,7 +110,7 @@ def _where(mask: Tensor, x: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> N
         return
     index = _subset(mask, x)
     if index is not None:
-        x[index] = op(x[index], mask)
+        _put(x, index, op(x.index_select(0, index), mask))
 
 
 def chunk_order(params: ViewParams) -> Tensor:
@@ -182,7 +192,7 @@ class BatchView:
         crops = resized_crops(images, params.boxes, self.size)  # (B, 3, S, S) uint8
         flips = _subset(params.flip, crops)
         if flips is not None:
-            crops[flips] = crops[flips].flip(-1)
+            _put(crops, flips, crops.index_select(0, flips).flip(-1))
         out = _output(crops.shape, crops.device)
         if crops.device.type != "cpu":
             self._finish_(out.copy_(crops).div_(255.0), params, slice(None))
@@ -191,7 +201,8 @@ class BatchView:
         order = chunk_order(params)
         for start in range(0, len(crops), step):
             part = order[start : start + step]
-            out[part] = self._finish_(crops[part].to(torch.float32).div_(255.0), params, part)
+            x = crops.index_select(0, part).to(torch.float32).div_(255.0)
+            _put(out, part, self._finish_(x, params, part))
         return out
 
     def _finish_(self, x: Tensor, params: ViewParams, part: slice | Tensor) -> Tensor:
