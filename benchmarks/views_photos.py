@@ -14,7 +14,11 @@ same workers, batch size and images (a generated folder of 300-500 px JPEGs, or 
 Each round times ``--batches`` batches per contestant after ``2 x workers`` warm-up batches (worker start-up and
 batches prefetched while another contestant ran excluded; workers persist across rounds), the order
 alternating between rounds so background load hits every side alike; the table gives the median images/s
-over rounds and ratios against lightly.
+over rounds and ratios against lightly. After its timed batches a contestant's workers go on to refill their
+prefetch queue (``2 x workers`` batches); the script waits that long (at the contestant's own rate) before
+timing the next one, which would otherwise share the cores with that refill: without the wait, the fastest
+contestant measured right after a slow one lost about half its rate, the slow ones much less (their timed
+batches last longer than the refill).
 
     python benchmarks/views_photos.py --workers 2 --batch-size 64 --batches 8 --rounds 5
     python benchmarks/views_photos.py --tiny          # a seconds-long check that everything runs
@@ -130,7 +134,9 @@ def _images_per_second(loader: DataLoader, finish, args) -> float:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
     batches.close()
-    return args.batches * args.batch_size / elapsed
+    rate = args.batches * args.batch_size / elapsed
+    time.sleep(1.2 * 2 * args.workers * args.batch_size / rate)  # the workers' refill, at this rate (see above)
+    return rate
 
 
 def _machine(args) -> str:
