@@ -199,3 +199,16 @@ def test_deferred_jpeg_decoding_gives_the_same_views(tmp_path) -> None:
     assert [x[0].dim() for x in encoded] == [1, 1, 1, 1, 3]
     a, b = collate(items), deferred.finish(deferred(encoded).to("cpu"))
     assert all(torch.equal(x, y) for x, y in zip(a.views, b.views))
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])  # meta: the non-CPU branch (one index_copy_), shapes only
+def test_put_writes_the_images_at_the_indices(device: str) -> None:
+    dst = torch.zeros(6, 3, 4, 4, device=device)
+    src = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32, device=device).reshape(2, 3, 4, 4)
+    index = torch.tensor([4, 1], device=device)
+    batched_views._put(dst, index, src)
+    if device == "cpu":
+        expected = torch.zeros(6, 3, 4, 4)
+        expected[index] = src
+        assert torch.equal(dst, expected)
+    assert dst.shape == (6, 3, 4, 4)
