@@ -189,12 +189,12 @@ def test_a_failing_trial_keeps_its_error_and_is_not_retried(images, tmp_path, mo
 
 
 def test_warmup_is_scaled_to_the_trial_budget() -> None:
-    recipe = config.load(REPO / "recipes" / "pretrain" / "simclr_fashion_mnist.yaml")
+    recipe = config.load(REPO / "recipes" / "pretrain" / "dcl_fashion_mnist.yaml")
     full = full_steps(recipe)
     assert full == 5 * (60_000 // 256)  # 5 epochs of 234 full batches
     assert warmup_override(recipe, 234, full) == ["train.warmup_steps=20"]  # 100 / 1170 of 234 steps
     assert warmup_override(recipe, full, full) == []  # the whole run: unchanged
-    no_warmup = config.load(REPO / "recipes" / "pretrain" / "simclr_fashion_mnist.yaml", ["train.warmup_steps=0"])
+    no_warmup = config.load(REPO / "recipes" / "pretrain" / "dcl_fashion_mnist.yaml", ["train.warmup_steps=0"])
     assert warmup_override(no_warmup, 234, full) == []
 
 

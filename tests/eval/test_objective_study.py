@@ -46,14 +46,14 @@ def test_table_counts_a_retried_trial_once_and_finds_the_recipes_trial(study, tm
     ]
     agreement = {"rankme": {"spearman": -0.5, "gap": 2.66, "best": 1, "pick": 2}}
     summary = {"trials": trials, "agreement": agreement, "winner": trials[2]}
-    (tmp_path / "simclr").mkdir()
-    (tmp_path / "simclr" / "sweep.json").write_text(json.dumps(summary))
-    text = study.table(tmp_path, ["simclr", "dcl"], "rankme", 234, "python eval/objective_study.py")
-    row = next(line for line in text.splitlines() if line.startswith("| simclr "))
+    (tmp_path / "mochi").mkdir()
+    (tmp_path / "mochi" / "sweep.json").write_text(json.dumps(summary))
+    text = study.table(tmp_path, ["mochi", "dcl"], "rankme", 234, "python eval/objective_study.py")
+    row = next(line for line in text.splitlines() if line.startswith("| mochi "))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "3/3"
     assert cells[2] == "lr 0.3 temperature 0.2, k-NN 74.66"  # the best by k-NN
-    assert cells[3] == "lr 0.3 temperature 0.2, k-NN 74.66"  # simclr_fashion_mnist.yaml: lr 0.3, tau 0.2
+    assert cells[3] == "lr 0.3 temperature 0.2, k-NN 74.66"  # mochi_fashion_mnist.yaml: lr 0.3, tau 0.2
     assert cells[4] == "-0.50 / 2.66"
     assert cells[-1] == "lr 0.1 temperature 0.2, k-NN 72.00"  # chosen by RankMe
     assert "| dcl | not run |" in text
