@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import yaml
+from torch import Tensor
 
 from ssl_toolkit.builders import seeded_subset
 from ssl_toolkit.data import build_dataset, build_eval_transform, build_view_transform
@@ -177,6 +178,25 @@ def default_metrics_path(encoder_dir: str | Path, target: EvalTarget) -> Path:
     return run_dir / ("metrics.json" if target.is_runs_own else f"metrics-{target.tag()}.json")
 
 
+class _FirstChannel:
+    """Channel 0 of a transform's output: a greyscale dataset's pixels once, not as three equal RGB copies.
+
+    Three copies cost the raw-pixel floor's linear probe and k-NN three times the work for the same information.
+    """
+
+    def __init__(self, transform: Callable[[Tensor], Tensor]) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Tensor) -> Tensor:
+        return self.transform(image)[..., :1, :, :]  # (1, H, W), or (B, 1, H, W) for a batch
+
+
+def _pixel_transform(size: int, *, greyscale: bool) -> Callable[[Tensor], Tensor]:
+    """The raw-pixel floor's input: [0, 1] values at ``size`` px, one channel for greyscale datasets."""
+    transform = build_eval_transform(size=size, mean=(0.0,) * 3, std=(1.0,) * 3)
+    return _FirstChannel(transform) if greyscale else transform
+
+
 def evaluate_encoder_dir(
     encoder_dir: str | Path,
     *,
@@ -233,7 +253,7 @@ def evaluate_encoder_dir(
     results = evaluate(
         encoder, train_set=train_set, test_set=test_set,
         transform=build_eval_transform(size=target.size, mean=mean, std=std),
-        pixel_transform=build_eval_transform(size=pixel_size, mean=(0.0,) * 3, std=(1.0,) * 3),
+        pixel_transform=_pixel_transform(pixel_size, greyscale=bool(getattr(train, "greyscale", False))),
         view_transform=views, random_encoder=random_encoder, floors=floors, batch_size=batch_size,
         lidar_samples=lidar_samples, lidar_views=lidar_views, raw_pixels_size=pixel_size, seed=seed,
         device=device, progress=progress, linear_epochs=linear_epochs, linear_lrs=tuple(linear_lrs),

@@ -53,7 +53,8 @@ def definitions(*, raw_pixels_size: int | None = None, lidar_samples: int = defa
         "embedding_stats": "norm_mean: mean L2 norm of the features; dim_std_*: per-dimension std over samples; "
         f"dead_fraction: share of dimensions with std < {defaults.DEAD_DIM_RELATIVE_STD:g} x the largest",
         "raw_pixels": f"floor: pixel values in [0, 1] (no normalisation), images larger than "
-        f"{defaults.RAW_PIXELS_MAX_SIZE} px resized to {defaults.RAW_PIXELS_MAX_SIZE} px, flattened{size}",
+        f"{defaults.RAW_PIXELS_MAX_SIZE} px resized to {defaults.RAW_PIXELS_MAX_SIZE} px, flattened "
+        f"(greyscale datasets: one channel){size}",
         "random_init": "floor: same architecture, random weights (timm init with every norm layer's affine reset to "
         f"identity), BatchNorm statistics re-estimated on {defaults.RECALIBRATE_BATCHES} clean training batches",
     }

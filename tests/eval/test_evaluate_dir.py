@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -145,3 +147,39 @@ def test_raw_pixel_floor_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     results = evaluate_encoder_dir(encoder_dir, **{**QUICK, "floors": True})
     assert widths["raw_pixels train"] == 3 * 32 * 32  # not 3 * 48 * 48
     assert results["setup"]["raw_pixels_size"] == 32 and "here 32 px" in results["definitions"]["raw_pixels"]
+
+
+def _fake_fashion_mnist(root: Path, size: int = 16) -> Path:
+    """IDX files of a small two-class Fashion-MNIST stand-in (grey noise, a bright left or right half by class)."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 40), ("t10k", 20)):
+        labels = np.arange(n, dtype=np.uint8) % 2
+        left = (np.arange(size) < size // 2)[None, None, :]
+        bright = np.where(labels[:, None, None] == 1, left, ~left)  # (n, 1, size)
+        images = rng.integers(0, 60, size=(n, size, size)) + 180 * bright
+        head = struct.pack(">4B3I", 0, 0, 8, 3, n, size, size)
+        (root / f"{split}-images-idx3-ubyte").write_bytes(head + images.astype(np.uint8).tobytes())
+        (root / f"{split}-labels-idx1-ubyte").write_bytes(struct.pack(">4BI", 0, 0, 8, 1, n) + labels.tobytes())
+    return root
+
+
+def test_raw_pixel_floor_of_grey_images_reads_one_channel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ssl_toolkit.eval import run
+
+    root = _fake_fashion_mnist(tmp_path)
+    recipe = {"data": {"name": "fashion_mnist", "root": str(root)}}
+    encoder_dir = _export(tmp_path / "run", recipe=recipe, extra={"dataset": "fashion_mnist"})
+    widths: dict[str, int] = {}
+    original = run.extract_features
+
+    def spy(model, dataset, **kwargs):
+        feats, labels = original(model, dataset, **kwargs)
+        widths[kwargs["desc"]] = feats.shape[1]
+        return feats, labels
+
+    monkeypatch.setattr(run, "extract_features", spy)
+    results = evaluate_encoder_dir(encoder_dir, **{**QUICK, "floors": True})
+    assert widths["raw_pixels train"] == widths["raw_pixels test"] == 16 * 16  # the grey values once, not 3 copies
+    assert widths["encoder train"] == 64  # the encoder still sees three channels
+    assert results["raw_pixels"]["knn_dino"] == 100.0  # the bright half separates the classes
+    assert "greyscale datasets: one channel" in results["definitions"]["raw_pixels"]
