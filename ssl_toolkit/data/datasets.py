@@ -149,6 +149,10 @@ class FashionMNIST(Dataset):
         image = self.images[index].unsqueeze(0).expand(3, -1, -1).contiguous()  # (3, 28, 28), 2.3 kB copy
         return image, int(self.labels[index])  # type: ignore[index]
 
+    def image_batch(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Items ``start:stop`` at once, as ``__getitem__`` gives them. Shape: (B, 3, 28, 28) uint8, (B,) int64."""
+        return self.images[start:stop].unsqueeze(1).expand(-1, 3, -1, -1), self.labels[start:stop]  # type: ignore[index]
+
 
 class ArrayDataset(Dataset):
     """In-memory uint8 images (N, C, H, W) with C in {1, 3}, or (N, H, W), and optional labels.
@@ -196,6 +200,12 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Tensor, int]:
         image = self.images[index].expand(3, -1, -1).contiguous()  # (3, H, W)
         return image, (int(self.labels[index]) if self.labels is not None else -1)
+
+    def image_batch(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """Items ``start:stop`` at once, as ``__getitem__`` gives them. Shape: (B, 3, H, W) uint8, (B,) int64."""
+        images = self.images[start:stop].expand(-1, 3, -1, -1)
+        labels = self.labels[start:stop] if self.labels is not None else torch.full((len(images),), -1)
+        return images, labels
 
 
 def _fashion_mnist(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.data import Subset
 
 from ssl_toolkit.data import ArrayDataset, build_eval_transform
 from ssl_toolkit.eval.features import extract_features, recalibrate_batchnorm, reset_norm_affine
@@ -29,6 +30,22 @@ def test_pixels_when_no_encoder_and_dataset_order_kept() -> None:
     feats, labels = extract_features(None, ds, transform=_transform(), batch_size=7, progress=False)
     expected = torch.stack([_transform()(ds[i][0]).flatten() for i in range(len(ds))])
     assert torch.equal(feats, expected) and torch.equal(labels, ds.labels)
+
+
+def test_in_memory_batches_equal_the_per_image_loader() -> None:
+    """Datasets with ``image_batch`` are transformed a batch at a time: same values as the per-image DataLoader
+    (kept for other datasets, here through a `Subset`), grey and unlabelled images included, resize included."""
+    g = torch.Generator().manual_seed(1)
+    grey = ArrayDataset(torch.randint(0, 256, (50, 1, 12, 12), generator=g, dtype=torch.uint8), mean=(0.5,) * 3,
+                        std=(0.25,) * 3)  # fmt: skip
+    resize = build_eval_transform(size=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    encoder = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    for model in (None, encoder):
+        batched = extract_features(model, grey, transform=resize, batch_size=16, progress=False)
+        per_image = extract_features(model, Subset(grey, range(len(grey))), transform=resize, batch_size=16,
+                                     progress=False)  # fmt: skip
+        assert torch.equal(batched[0], per_image[0]) and batched[0].shape[1] == (3 * 64 if model is None else 144)
+        assert torch.equal(batched[1], per_image[1]) and batched[1].tolist() == [-1] * 50
 
 
 def test_recalibrated_statistics_equal_the_data_moments() -> None:
