@@ -1,10 +1,11 @@
 """Small-input ResNets (3x3 stride-1 stem, no max-pool) registered as timm models.
 
 timm's ResNet has no keyword for the CIFAR-style stem, so these variants subclass it and are registered
-under ``<name>_small_input`` (``resnet18_small_input``, ``resnet34_small_input``, ``resnet50_small_input``)
-when ssl_toolkit is imported. An export of such an encoder names that architecture, so after
-``import ssl_toolkit`` it reloads with ``timm.create_model("local-dir:<dir>", pretrained=True,
-num_classes=0)`` like any other timm model.
+under ``<name>_small_input`` (``resnet10_small_input``, ``resnet18_small_input``, ``resnet34_small_input``,
+``resnet50_small_input``) when ssl_toolkit is imported; ``resnet10`` (one basic block per stage, timm's
+ResNet-18 otherwise) exists only in this form, timm's own ``resnet10t`` having a deep stem. An export of
+such an encoder names that architecture, so after ``import ssl_toolkit`` it reloads with
+``timm.create_model("local-dir:<dir>", pretrained=True, num_classes=0)`` like any other timm model.
 """
 
 from __future__ import annotations
@@ -56,11 +57,17 @@ def _cfg() -> dict[str, Any]:
     }
 
 
-default_cfgs = generate_default_cfgs({f"resnet{d}{SUFFIX}": _cfg() for d in (18, 34, 50)})
+default_cfgs = generate_default_cfgs({f"resnet{d}{SUFFIX}": _cfg() for d in (10, 18, 34, 50)})
 
 
 def _create(variant: str, pretrained: bool, block: type, layers: tuple[int, ...], **kwargs: Any) -> ResNet:
     return build_model_with_cfg(SmallInputResNet, variant, pretrained, block=block, layers=layers, **kwargs)
+
+
+@register_model
+def resnet10_small_input(pretrained: bool = False, **kwargs: Any) -> ResNet:
+    """ResNet-10: ResNet-18 with one basic block per stage, 3x3 stride-1 stem, no max-pool (32 px images)."""
+    return _create("resnet10_small_input", pretrained, BasicBlock, (1, 1, 1, 1), **kwargs)
 
 
 @register_model

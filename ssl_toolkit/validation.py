@@ -149,9 +149,16 @@ def _check_output_dir(cfg: DictConfig) -> None:
         )
 
 
-def _check_backbone(name: str) -> None:
+def _check_backbone(name: str, *, small_input: bool = False) -> None:
     import timm
 
+    from ssl_toolkit.small_input import SUFFIX  # registers the small-input variants with timm
+
+    if not name.endswith(SUFFIX) and not timm.is_model(name) and timm.is_model(f"{name}{SUFFIX}"):
+        if small_input:
+            return  # e.g. resnet10: timm has no plain resnet10, but ssl_toolkit registers resnet10_small_input
+        raise ConfigError(f"backbone {name!r} exists only with model.small_input=true (3x3 stem, for images up to "
+                          "about 64 px); for larger images choose a timm model such as resnet18")  # fmt: skip
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f"; similar: {', '.join(close)}" if close else "; see `timm.list_models()`"
@@ -179,7 +186,7 @@ def validate(cfg: DictConfig, *, allow_import: bool = True) -> None:
     _check_eval_and_monitor(cfg)
     _check_generated(cfg)
     _check_output_dir(cfg)
-    _check_backbone(cfg.model.backbone)
+    _check_backbone(cfg.model.backbone, small_input=bool(cfg.model.small_input))
     _check_projector_norm(cfg.model)
     _check_quality_weights(cfg)
     _check_objective(cfg, allow_import=allow_import)

@@ -71,6 +71,14 @@ def test_precedence_defaults_yaml_overrides(tmp_path: Path) -> None:
     assert cfg.train.epochs == 2  # YAML value kept where not overridden
 
 
+def test_small_input_only_backbone_needs_small_input(tmp_path: Path) -> None:
+    """resnet10 exists only as ssl_toolkit's registered resnet10_small_input (timm has resnet10t)."""
+    cfg = config.load(TINY, [f"data.root={tmp_path}", "model.backbone=resnet10", "model.small_input=true"])
+    assert cfg.model.backbone == "resnet10"
+    with pytest.raises(ConfigError, match="backbone 'resnet10' exists only with model.small_input=true"):
+        config.load(TINY, [f"data.root={tmp_path}", "model.backbone=resnet10", "model.small_input=false"])
+
+
 def test_loaded_recipe_is_read_only(tmp_path: Path) -> None:
     cfg = config.load(TINY, [f"data.root={tmp_path}"])
     with pytest.raises(Exception):  # noqa: B017 - OmegaConf's ReadonlyConfigError
@@ -218,6 +226,7 @@ def test_free_form_dicts_are_replaced_and_views_override_as_a_list(tmp_path: Pat
     cfg = config.load(
         REPO / "recipes" / "pretrain" / "simclr_fashion_mnist.yaml",
         [
+            "model.backbone=resnet18",
             "model.backbone_kwargs={}",
             "model.small_input=false",
             "views=[{name: global, n: 3, size: 32}]",

@@ -110,13 +110,15 @@ def test_pretrained_cfg_describes_this_run(exported: Path) -> None:
     assert load_encoder(exported).pretrained_cfg["mean"] == pytest.approx(MEAN)
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "resnet10"])
 @torch.no_grad()
-def test_small_input_export_reloads_exactly(tmp_path: Path) -> None:
+def test_small_input_export_reloads_exactly(tmp_path: Path, backbone: str) -> None:
     # resnet10t has a deep (Sequential) stem, so the small-input variant needs a plain 7x7-stem ResNet.
     torch.manual_seed(1)
-    encoder = _perturb(build_encoder("resnet18", small_input=True, backbone_kwargs=KWARGS))
-    out = _export(encoder, tmp_path / "small", backbone="resnet18")
-    assert json.loads((out / "config.json").read_text())["architecture"] == "resnet18_small_input"
+    encoder = _perturb(build_encoder(backbone, small_input=True, backbone_kwargs=KWARGS))
+    assert len(encoder.layer1) == (1 if backbone == "resnet10" else 2)
+    out = _export(encoder, tmp_path / "small", backbone=backbone)
+    assert json.loads((out / "config.json").read_text())["architecture"] == f"{backbone}_small_input"
     x = _images()
     for model in (load_encoder(out), timm.create_model(f"local-dir:{out}", pretrained=True, num_classes=0).eval()):
         assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1)
@@ -125,7 +127,7 @@ def test_small_input_export_reloads_exactly(tmp_path: Path) -> None:
 
 
 def test_small_input_is_refused_for_other_backbones() -> None:
-    with pytest.raises(ConfigError, match="available for resnet18, resnet34, resnet50"):
+    with pytest.raises(ConfigError, match="available for resnet10, resnet18, resnet34, resnet50"):
         build_encoder("resnet10t", small_input=True)
 
 
