@@ -1,15 +1,17 @@
 """What the default job's pretraining costs, before and after, measured in the same run.
 
-The default recipe changed in two ways that matter for time: the cost of one step (``train.channels_last``,
-the local crops per image) and the number of steps (epochs, with a learned temperature keeping the accuracy;
+The default recipe changed in ways that matter for time: the cost of one image (``train.channels_last``, the
+encoder's depth, the batch size) and the number of epochs (a learned temperature keeps the accuracy in fewer;
 eval/RESULTS.md "How the default was tuned"). This script times one full step of each variant as the engine
 runs it with ``data.num_workers=0`` (the next batch of views from the recipe's own loader, then forward +
 backward + SGD step under the recipe's autocast), steps the variants in rotation with alternating order so that
 background load hits all alike, and multiplies each median step by the variant's number of steps:
 
-* **before**: the default when issue 13 was filed (5 epochs, 2 x 28 px + 4 x 14 px views, τ 0.2, NCHW);
+* **before**: the default when issue 13 was filed (half-width ResNet-18, batch 256, 5 epochs, 2 x 28 px +
+  4 x 14 px views, τ 0.2, NCHW);
 * **5 epochs, channels_last**: the same recipe with ``train.channels_last`` (the default until 2026-12-03);
-* **now**: ``recipes/pretrain/simclr_fashion_mnist.yaml`` as it is.
+* **ResNet-18, learned τ, 4 epochs**: the default of the morning of 2026-12-03;
+* **now**: ``recipes/pretrain/simclr_fashion_mnist.yaml`` as it is (ResNet-10, batch 128, 4 epochs).
 
 It prints each variant's median step, images/s, steps, projected pretraining minutes and the ratio of the
 before-variant's projected time to each; evaluation after pretraining is the same work for all of them.
@@ -37,10 +39,12 @@ BEFORE_VIEWS = (
     "views=[{name: global, n: 2, size: 28, scale: [0.4, 1.0], augment: simclr, strength: 0.5},"
     " {name: local, n: 4, size: 14, scale: [0.1, 0.4], augment: simclr, strength: 0.5}]"
 )
-BEFORE = [BEFORE_VIEWS, "train.epochs=5", "train.warmup_steps=100", "objective.temperature=0.2"]
+RESNET18 = ["model.backbone=resnet18", "train.batch_size=256", "train.lr=0.3"]
+BEFORE = [*RESNET18, BEFORE_VIEWS, "train.epochs=5", "train.warmup_steps=100", "objective.temperature=0.2"]
 VARIANTS = {
     "before": [*BEFORE, "train.channels_last=false"],
     "5 epochs, channels_last": [*BEFORE, "train.channels_last=true"],
+    "ResNet-18, learned τ, 4 ep": [*RESNET18, "train.warmup_steps=60"],
     "now": [],
 }
 
@@ -97,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"machine": machine(), "variants": {}}
     print(machine())
     header = ("variant", "views", "step (ms)", "images/s", "steps", "minutes", "vs before")
-    print("{:<24} {:>10} {:>10} {:>9} {:>6} {:>8} {:>9}".format(*header))
+    print("{:<28} {:>10} {:>10} {:>9} {:>6} {:>8} {:>9}".format(*header))
     for name in order:
         v, med = variants[name], statistics.median(times[name])
         minutes = med * v.total_steps / 60
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
             "views": v.views, "step_s": med, "images_per_s": v.batch / med, "steps": v.total_steps,
             "pretraining_min": minutes, "ratio": ratio,
         }  # fmt: skip
-        print(f"{name:<24} {v.views:>10} {1000 * med:>10.1f} {v.batch / med:>9.0f} {v.total_steps:>6} "
+        print(f"{name:<28} {v.views:>10} {1000 * med:>10.1f} {v.batch / med:>9.0f} {v.total_steps:>6} "
               f"{minutes:>8.1f} {ratio:>8.2f}x")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -108,7 +108,7 @@ def test_list_presets_augmentations_and_recipes(capsys: pytest.CaptureFixture[st
     rc, out, _ = _run(["list", "recipes"], capsys)
     names = sorted(p.stem for p in (REPO / "recipes").rglob("*.yaml"))
     assert rc == 0 and sorted(line.split()[0] for line in out.splitlines()[: len(names)]) == names
-    assert "simclr on fashion_mnist, resnet18 (small input), views 2x28 + 4x14, 4 epochs" in out
+    assert "simclr on fashion_mnist, resnet10 (small input), views 2x28 + 4x14, 4 epochs" in out
 
 
 def test_print_config_is_the_resolved_validated_recipe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
