@@ -129,12 +129,10 @@ def test_what_the_export_records(tmp_path: Path, data: Path) -> None:
         evaluate_encoder_dir(_export(tmp_path / "d"), **QUICK)
 
 
-def test_raw_pixel_floor_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _feature_widths(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Records the width of every feature matrix the evaluation extracts, by its progress label."""
     from ssl_toolkit.eval import run
 
-    big = make_image_folder(tmp_path / "big", per_class=4, size=48)
-    recipe = {"data": {"name": "image_folder", "root": str(big)}}
-    encoder_dir = _export(tmp_path / "run", size=48, recipe=recipe)
     widths: dict[str, int] = {}
     original = run.extract_features
 
@@ -144,6 +142,14 @@ def test_raw_pixel_floor_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         return feats, labels
 
     monkeypatch.setattr(run, "extract_features", spy)
+    return widths
+
+
+def test_raw_pixel_floor_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    big = make_image_folder(tmp_path / "big", per_class=4, size=48)
+    recipe = {"data": {"name": "image_folder", "root": str(big)}}
+    encoder_dir = _export(tmp_path / "run", size=48, recipe=recipe)
+    widths = _feature_widths(monkeypatch)
     results = evaluate_encoder_dir(encoder_dir, **{**QUICK, "floors": True})
     assert widths["raw_pixels train"] == 3 * 32 * 32  # not 3 * 48 * 48
     assert results["setup"]["raw_pixels_size"] == 32 and "here 32 px" in results["definitions"]["raw_pixels"]
@@ -164,20 +170,10 @@ def _fake_fashion_mnist(root: Path, size: int = 16) -> Path:
 
 
 def test_raw_pixel_floor_of_grey_images_reads_one_channel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ssl_toolkit.eval import run
-
     root = _fake_fashion_mnist(tmp_path)
     recipe = {"data": {"name": "fashion_mnist", "root": str(root)}}
     encoder_dir = _export(tmp_path / "run", recipe=recipe, extra={"dataset": "fashion_mnist"})
-    widths: dict[str, int] = {}
-    original = run.extract_features
-
-    def spy(model, dataset, **kwargs):
-        feats, labels = original(model, dataset, **kwargs)
-        widths[kwargs["desc"]] = feats.shape[1]
-        return feats, labels
-
-    monkeypatch.setattr(run, "extract_features", spy)
+    widths = _feature_widths(monkeypatch)
     results = evaluate_encoder_dir(encoder_dir, **{**QUICK, "floors": True})
     assert widths["raw_pixels train"] == widths["raw_pixels test"] == 16 * 16  # the grey values once, not 3 copies
     assert widths["encoder train"] == 64  # the encoder still sees three channels
