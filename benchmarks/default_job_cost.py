@@ -16,7 +16,7 @@ background load hits all alike, and multiplies each median step by the variant's
 It prints each variant's median step, images/s, steps, projected pretraining minutes and the ratio of the
 before-variant's projected time to each; evaluation after pretraining is the same work for all of them.
 
-    python benchmarks/default_job_cost.py --steps 12 --warmup 3
+    python benchmarks/default_job_cost.py --steps 12 --warmup 3 [--ablation]
 """
 
 from __future__ import annotations
@@ -47,12 +47,18 @@ VARIANTS = {
     "ResNet-18, learned τ, 4 ep": [*RESNET18, "train.warmup_steps=60"],
     "now": [],
 }
+# --ablation: the two changes of the ResNet-10 default one at a time (their accuracy: eval/RESULTS.md)
+ABLATION = {
+    "ResNet-18 at batch 128": [*RESNET18[:1], "train.warmup_steps=120"],
+    "ResNet-10 at batch 256": ["train.batch_size=256", "train.lr=0.3", "train.warmup_steps=60"],
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=12, help="measured steps per variant")
     p.add_argument("--warmup", type=int, default=3, help="unmeasured steps per variant first")
+    p.add_argument("--ablation", action="store_true", help="also time ResNet-18 at batch 128 and ResNet-10 at 256")
     p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     return p.parse_args(argv)
 
@@ -88,7 +94,8 @@ class Variant:
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    variants = {name: Variant(overrides) for name, overrides in VARIANTS.items()}
+    chosen = {**VARIANTS, **(ABLATION if args.ablation else {})}
+    variants = {name: Variant(overrides) for name, overrides in chosen.items()}
     order = list(variants)
     for _ in range(args.warmup):
         for name in order:
