@@ -134,10 +134,17 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _next(args: argparse.Namespace, cfg: Any, run_dir: Path) -> list[str]:
-    """What to run next: evaluate (when training did not), then train longer (which resumes)."""
-    again = " ".join(shlex.quote(a) for a in (args.recipe, *args.overrides) if not a.startswith("train.epochs="))
+    """What to run next: evaluate (when training did not), then train longer (which resumes): twice the epochs,
+    or twice ``train.max_steps`` when that capped the run (more epochs would not add a step)."""
+    from ssl_toolkit.run_summary import read_run_json
+
+    info, steps = read_run_json(run_dir), cfg.train.get("max_steps")
+    capped = steps and steps < info.get("epochs", cfg.train.epochs) * info.get("steps_per_epoch", steps + 1)
+    longer = f"train.max_steps={2 * steps}" if capped else f"train.epochs={2 * cfg.train.epochs}"
+    key = longer.split("=")[0] + "="
+    again = " ".join(shlex.quote(a) for a in (args.recipe, *args.overrides) if not a.startswith(key))
     out = [] if cfg.eval.after_train else [f"ssl-toolkit eval {shlex.quote(str(run_dir / 'encoder'))}"]
-    return [*out, f"ssl-toolkit train {again} train.epochs={2 * cfg.train.epochs}   (trains longer: resumes)"]
+    return [*out, f"ssl-toolkit train {again} {longer}   (trains longer: resumes)"]
 
 
 def _publish(cfg: Any, run_dir: Path, metrics: Path | None, report: Path | None) -> None:

@@ -103,3 +103,31 @@ def test_eval_and_report_point_to_skipped_txt(talking_run: dict, capfd: pytest.C
         err = capfd.readouterr().err
         assert "bad.png" not in err and "trunc.png" not in err, err
         assert f"skipped files not repeated, see {run / 'skipped.txt'}" in err
+
+
+@pytest.mark.parametrize(
+    ("overrides", "run_json", "longer"),
+    [
+        (["train.epochs=3"], {"epochs": 3, "steps_per_epoch": 10}, "tiny data.root=D train.epochs=6"),
+        # max_steps capped the run: more epochs would add no step, so the suggestion doubles max_steps
+        (["train.max_steps=2"], {"epochs": 5, "steps_per_epoch": 10}, "tiny data.root=D train.max_steps=4"),
+        # max_steps above the epochs' steps did not cap it: more epochs
+        (["train.max_steps=90"], {"epochs": 2, "steps_per_epoch": 10},
+         "tiny data.root=D train.max_steps=90 train.epochs=4"),
+    ],
+)  # fmt: skip
+def test_next_command_trains_longer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, overrides: list[str], run_json: dict, longer: str
+) -> None:
+    import argparse
+
+    from ssl_toolkit import config
+    from ssl_toolkit.cli_train import _next
+    from ssl_toolkit.recipe_files import resolve_recipe
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "D").mkdir()
+    cfg = config.load(resolve_recipe("tiny"), ["data.root=D", "eval.after_train=true", *overrides])
+    (tmp_path / "run.json").write_text(json.dumps(run_json))
+    args = argparse.Namespace(recipe="tiny", overrides=["data.root=D", *overrides])
+    assert _next(args, cfg, tmp_path) == [f"ssl-toolkit train {longer}   (trains longer: resumes)"]
