@@ -3,6 +3,7 @@ on, so the library below never sees a recipe."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -115,6 +116,7 @@ def build_loader(data: TrainData, cfg: DictConfig) -> DataLoader:
     from ssl_toolkit.interrupts import ignore_in_worker
 
     workers = cfg.data.num_workers
+    _check_workers(workers)
     return DataLoader(
         data.dataset,
         batch_size=cfg.train.batch_size,
@@ -126,6 +128,24 @@ def build_loader(data: TrainData, cfg: DictConfig) -> DataLoader:
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=ignore_in_worker,  # signals are the main process's (interrupts.py)
     )
+
+
+def _check_workers(workers: int) -> None:
+    """One line when the loader workers of this machine's processes outnumber its cores (they then slow each
+    other and training down), naming the value that fits; PyTorch's own longer warning is silenced for it."""
+    from ssl_toolkit.run_summary import usable_cores
+
+    processes, cores = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), usable_cores()
+    if workers * processes <= cores:
+        return
+    fits = max(cores // processes - 1, 1)
+    per = f" x {processes} processes" if processes > 1 else ""
+    warnings.warn(
+        f"data.num_workers={workers}{per} starts more loader workers than this machine's {cores} CPU cores; "
+        f"they will compete with training (data.num_workers={fits} fits here)",
+        stacklevel=2,
+    )
+    warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker processes", category=UserWarning)
 
 
 def build_model(cfg: DictConfig, data: TrainData | None = None) -> SSLModel:

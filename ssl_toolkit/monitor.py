@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,10 +188,11 @@ class TrainingMonitor:
         values = {k: float(v) for k, v in out.items()}
         self.logger.log(step, values)
         if out["collapse"]:
-            print(
-                f"warning: step {step}: RankMe {out['rankme']:.1f} is below {self.monitor.collapse_fraction:.0%} of "
+            warnings.warn(  # the command line prints it as one line above the progress bar (cli_warnings.py)
+                f"step {step}: RankMe {out['rankme']:.1f} is below {self.monitor.collapse_fraction:.0%} of "
                 "the embedding width; the representation may be collapsing (check the learning rate, temperature "
-                "and augmentations)"
+                "and augmentations)",
+                stacklevel=1,  # attributed to this package, whoever called
             )
         if out["best"] and self.export_best:  # JSON has no NaN: an undefined alpha-ReQ is written as null
             finite = {k: (v if math.isfinite(v) else None) for k, v in values.items()}

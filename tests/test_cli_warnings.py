@@ -41,6 +41,30 @@ def test_pytorch_worker_warning_is_shown_once() -> None:
     assert stream.getvalue().count("worker processes in total") == 1
 
 
+def test_training_loader_names_the_worker_count_that_fits(tmp_path: Path, monkeypatch) -> None:
+    from ssl_toolkit import builders, config, run_summary
+    from ssl_toolkit.recipe_files import resolve_recipe
+    from tests.engine.helpers import make_image_folder
+
+    cfg = config.load(resolve_recipe("tiny"), [f"data.root={make_image_folder(tmp_path / 'images')}"])
+    data = builders.build_train_data(cfg)
+    monkeypatch.setattr(run_summary, "usable_cores", lambda: 2)
+    stream = io.StringIO()
+    with WarningLines(stream):
+        builders.build_loader(
+            data, config.load(resolve_recipe("tiny"), [f"data.root={cfg.data.root}", "data.num_workers=2"])
+        )
+        assert stream.getvalue() == ""  # as many workers as cores: nothing to say
+        loader = builders.build_loader(
+            data, config.load(resolve_recipe("tiny"), [f"data.root={cfg.data.root}", "data.num_workers=8"])
+        )
+        loader.check_worker_number_rationality()  # PyTorch checks again when it starts the workers
+    assert stream.getvalue().splitlines() == [
+        "ssl-toolkit: warning: data.num_workers=8 starts more loader workers than this machine's 2 CPU cores; "
+        "they will compete with training (data.num_workers=1 fits here)"
+    ]
+
+
 def test_skipped_files_are_listed_once_per_run(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

@@ -111,6 +111,26 @@ def test_a_collapsed_encoder_is_flagged() -> None:
     assert out["rankme"] < 1.5 and out["collapse"]
 
 
+def test_a_collapse_during_training_is_one_warning_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from ssl_toolkit.cli_warnings import WarningLines
+    from ssl_toolkit.monitor import TrainingMonitor
+
+    class OneDirection(nn.Module):
+        def forward(self, x):
+            return x.flatten(1).sum(1, keepdim=True) * torch.ones(1, 64)
+
+    watch = TrainingMonitor(_dataset(), tmp_path, step=0, size=8, samples=32, knn_bank=16, collapse_fraction=0.05,
+                            export_best=False, export=lambda *a, **k: tmp_path)  # fmt: skip
+    stream = io.StringIO()
+    with WarningLines(stream):
+        watch.check(7, OneDirection(), nn.Identity(), torch.device("cpu"))
+    watch.close()
+    assert stream.getvalue().startswith("ssl-toolkit: warning: step 7: RankMe 1.0 is below 5% of the embedding width")
+    assert stream.getvalue().count("\n") == 1 and capsys.readouterr().out == ""  # not mixed into stdout
+
+
 def test_engine_logs_monitor_rows_exports_the_best_and_trains_the_same(tmp_path: Path) -> None:
     from accelerate.state import AcceleratorState
 
