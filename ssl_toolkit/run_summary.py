@@ -102,14 +102,20 @@ def _plural(n: int, word: str) -> str:
 
 def start_lines(info: Mapping[str, Any], run_dir: Path, log_with: Sequence[str]) -> list[str]:
     """The start summary: data, views, schedule, device and where everything goes."""
-    resume = f"resuming at step {info['resumed_from']}" if info["resumed_from"] is not None else "new run"
+    step, total = info["resumed_from"], info["total_steps"]
+    if step is None:
+        resume = f"new run of {total}"
+    elif step < total:
+        resume = f"resuming at step {step} of {total}"
+    else:  # e.g. resumed with a lower train.max_steps: the end summary and evaluation still follow
+        resume = f"at step {step} of {total}: nothing to train; raise train.epochs or train.max_steps to go on"
     labels = _plural(info["classes"], "class") if info["labelled"] else "unlabelled"
     skipped = info["skipped_files"]
     skipped_text = f", {_plural(skipped, 'skipped file')} (see {run_dir / SKIPPED})" if skipped else ""
     where = f" at {info['root']}" if info["root"] else ""
     images_per_step = info["images_per_step"]
     return [
-        f"pretraining {info['name']} -> {run_dir} ({resume} of {info['total_steps']})",
+        f"pretraining {info['name']} -> {run_dir} ({resume})",
         f"  data      {info['dataset']}{where}: {info['train_images']} training images, {labels}{skipped_text}",
         f"  views     {info['views']} per image",
         f"  steps     {info['steps_per_epoch']} per epoch x {info['epochs']} epochs -> {info['total_steps']} steps"

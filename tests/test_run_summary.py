@@ -33,6 +33,13 @@ def test_start_lines_of_a_resumed_unlabelled_run() -> None:
     assert lines[5] == "  logs      metrics.csv, tensorboard, mlflow"
 
 
+def test_start_line_of_a_run_already_past_its_steps() -> None:
+    done = {**INFO, "resumed_from": 126, "total_steps": 120}  # resumed with a lower train.max_steps
+    assert start_lines(done, Path("r"), [])[0] == (
+        "pretraining mine -> r (at step 126 of 120: nothing to train; raise train.epochs or train.max_steps to go on)"
+    )
+
+
 def test_views_text() -> None:
     assert views_text([{"n": 2, "size": 28}, {"n": 4, "size": 14}]) == "2x28 + 4x14"
 
