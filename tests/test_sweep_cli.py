@@ -81,3 +81,15 @@ def test_range_ends_are_checked(images) -> None:
         parse_space(["train.lr=1..0.1"], recipe=TINY, overrides=[f"data.root={images}"], sampler="tpe")
     with pytest.raises(ConfigError, match="unknown scale 'lg'"):
         parse_space(["train.lr=0.1..1:lg"], recipe=TINY, overrides=[f"data.root={images}"], sampler="tpe")
+
+
+def test_a_shipped_recipe_is_named_as_train_takes_it(images, tmp_path) -> None:
+    from ssl_toolkit.sweep.cli import build_spec
+
+    parser = cli.build_parser()
+    argv = ["sweep", "tiny", f"data.root={images}", "--param", "train.lr=0.1,0.3", "--select", "rankme",
+            "--trial-steps", "2", "--out", str(tmp_path / "out")]  # fmt: skip
+    spec = build_spec(parser.parse_args(argv))
+    assert Path(spec.recipe).is_file() and Path(spec.recipe).name == "tiny.yaml"
+    with pytest.raises(ConfigError, match="unknown recipe 'tinyy' .*did you mean 'tiny'"):
+        build_spec(parser.parse_args(["sweep", "tinyy", *argv[2:]]))

@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "sweep", help="choose hyper-parameters over short trials with label-free metrics (Optuna)",
         description=DESCRIPTION,
     )  # fmt: skip
-    p.add_argument("recipe", help="YAML recipe, e.g. recipes/pretrain/simclr_fashion_mnist.yaml")
+    p.add_argument("recipe", help="a shipped recipe's name (ssl-toolkit list recipes), e.g. simclr_fashion_mnist, "
+                   "or a recipe file")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="key=value overrides for every trial, e.g. data.subset=20000")
     p.add_argument(
         "--param", action="append", default=[], metavar="KEY=V1,V2,...",
@@ -66,6 +67,7 @@ def _check(args: argparse.Namespace) -> None:
 def build_spec(args: argparse.Namespace):  # noqa: ANN201 - returns ssl_toolkit.sweep.study.SweepSpec
     """The checked `SweepSpec` of the command line (every value loaded into the recipe once)."""
     from ssl_toolkit import config
+    from ssl_toolkit.recipe_files import resolve_recipe
     from ssl_toolkit.sweep.space import parse_space
     from ssl_toolkit.sweep.study import SweepSpec
     from ssl_toolkit.sweep.trial import has_labels
@@ -73,6 +75,7 @@ def build_spec(args: argparse.Namespace):  # noqa: ANN201 - returns ssl_toolkit.
     _check(args)
     if importlib.util.find_spec("optuna") is None:
         raise ConfigError("ssl-toolkit sweep needs Optuna: pip install 'ssl-toolkit[optuna]'")
+    args.recipe = str(resolve_recipe(args.recipe))  # a shipped recipe's name, as `train` takes it
     cfg = config.load(args.recipe, args.overrides)
     params = parse_space(args.param, recipe=args.recipe, overrides=list(args.overrides), sampler=args.sampler)
     if args.select == "knn" and not has_labels(cfg):
