@@ -74,9 +74,33 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_eval_args(args: argparse.Namespace) -> None:
+    """Refuse option values `eval` cannot use, in one line, before the encoder or any data is loaded."""
+    from ssl_toolkit.data.datasets import DATASETS
+    from ssl_toolkit.errors import ConfigError, did_you_mean
+
+    if args.dataset is not None and args.dataset not in DATASETS:
+        raise ConfigError(
+            f"unknown --dataset {args.dataset!r}{did_you_mean(args.dataset, DATASETS)}; "
+            f"accepted: {', '.join(sorted(DATASETS))}"
+        )
+    for flag, value, low in (
+        ("--size", args.size, 1), ("--max-train", args.max_train, 1), ("--max-test", args.max_test, 1),
+        ("--batch-size", args.batch_size, 1), ("--linear-epochs", args.linear_epochs, 1),
+        ("--rankme-samples", args.rankme_samples, 2), ("--lidar-samples", args.lidar_samples, 0),
+        ("--lidar-views", args.lidar_views, 2),
+    ):  # fmt: skip
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    bad = [lr for lr in args.linear_lrs if not lr > 0]
+    if bad:
+        raise ConfigError(f"--linear-lrs must all be > 0, got {bad[0]}")
+
+
 def _eval(args: argparse.Namespace) -> int:
     from ssl_toolkit.evaluate import evaluate_encoder_dir, format_table
 
+    _check_eval_args(args)
     run_dir = Path(args.encoder_dir).parent
     if (run_dir / "recipe.yaml").is_file():  # an export inside a run: skipped files are listed there once
         args.warning_lines.use_run(run_dir, record=args.dataset is None and args.root is None)

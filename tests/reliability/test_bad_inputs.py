@@ -117,6 +117,22 @@ def test_missing_recipe_and_folders_are_one_line(tmp_path: Path, capsys) -> None
     _fails_with_one_line(["report", str(tmp_path)], "recipe.yaml", capsys)
 
 
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (["--dataset", "imagefolder"], "unknown --dataset 'imagefolder' (did you mean 'image_folder'?)"),
+        (["--size", "0"], "--size must be >= 1, got 0"),
+        (["--max-train", "0"], "--max-train must be >= 1"),
+        (["--linear-epochs", "0"], "--linear-epochs must be >= 1"),
+        (["--lidar-views", "1"], "--lidar-views must be >= 2"),
+        (["--linear-lrs", "0.1", "-1"], "--linear-lrs must all be > 0, got -1.0"),
+    ],
+)
+def test_bad_eval_options_are_one_line(tmp_path: Path, capsys, flags: list[str], fragment: str) -> None:
+    # refused before the encoder is read: the folder need not even be an export
+    _fails_with_one_line(["eval", str(tmp_path), *flags], fragment, capsys)
+
+
 def test_unwritable_output_dir(tmp_path: Path, data: Path, capsys) -> None:
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
