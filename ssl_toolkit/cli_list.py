@@ -15,9 +15,9 @@ from typing import Any
 # and runs views of that side and twice it through it
 BACKBONES: tuple[tuple[tuple[str, ...], dict[str, Any], int, str], ...] = (
     (("resnet18", "resnet34", "resnet50"), {}, 32, "timm ResNets with the ImageNet stem, best from 64 px"),
-    (("resnet18_small_input", "resnet34_small_input", "resnet50_small_input"), {}, 8,
+    (("resnet10_small_input", "resnet18_small_input", "resnet34_small_input", "resnet50_small_input"), {}, 8,
      "3x3 stem, no max-pool (= model.small_input=true), for 28-32 px images; backbone_kwargs {stem_stride: 2} "
-     "quarters the cost"),
+     "quarters the cost; resnet10 (one block per stage) is the Fashion-MNIST default's"),
     (("resnet10t",), {"channels": [8, 16, 32, 64], "stem_width": 8}, 16,
      "tiny ResNet (the test recipe); channels/stem_width shrink any timm ResNet"),
     (("vit_small_patch16_224", "vit_tiny_patch16_224", "vit_base_patch16_224"), {"dynamic_img_size": True}, 16,
@@ -34,8 +34,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "timm families known to work (model.backbone, model.backbone_kwargs); presets: view-group lists (views); "
         "augmentations: view augment presets (views[].augment); recipes: recipes shipped with the package.",
     )
-    p.add_argument("what", nargs="?", choices=tuple(LISTERS), help="what to list: %(choices)s (none: these kinds)")
+    p.add_argument("what", nargs="?", type=_plural, choices=tuple(LISTERS),
+                   help="what to list: %(choices)s (none: these kinds)")  # fmt: skip
     p.set_defaults(func=run_list)
+
+
+def _plural(word: str) -> str:
+    """``backbone`` -> ``backbones``: the singular names the same list."""
+    return f"{word}s" if f"{word}s" in LISTERS else word
 
 
 KINDS = {

@@ -28,3 +28,12 @@ def test_first_of_each_family_builds_and_takes_two_view_sizes(family: tuple, kwa
         features = [encoder(torch.randn(2, 3, size, size)) for size in (2 * smallest, smallest)]
     assert features[0].shape == features[1].shape == (2, encoder.num_features)
     assert all(torch.isfinite(f).all() for f in features)
+
+
+def test_a_kind_named_in_the_singular_lists_the_same(capsys: pytest.CaptureFixture[str]) -> None:
+    from ssl_toolkit import cli
+
+    assert cli.main(["list", "backbones"]) == 0
+    plural = capsys.readouterr().out
+    assert cli.main(["list", "backbone"]) == 0
+    assert capsys.readouterr().out == plural and "resnet10_small_input" in plural
