@@ -41,13 +41,24 @@ _FOLDER_KEYS = ("name", "train.run_name", "train.output_dir")  # they name the f
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a.b.c": value}`` for a nested mapping (lists are values)."""
-    if not isinstance(node, dict):
-        return {prefix: node}
+    """``{"a.b.c": value}`` for a nested mapping; list items are keyed by position (``views.0.size``), so a
+    change names the one value that changed, as an override would set it."""
+    if isinstance(node, list) and node:
+        node = {str(i): item for i, item in enumerate(node)}
+    if not isinstance(node, dict) or not node:
+        return {prefix.rstrip("."): node}
     out: dict[str, Any] = {}
     for key, value in node.items():
         out.update(_flat(value, f"{prefix}{key}."))
-    return {k.rstrip("."): v for k, v in out.items()}
+    return out
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "<unset>"
+
+
+_UNSET = _Unset()
 
 
 def recipe_changes(saved: dict, new: dict) -> tuple[list[str], list[str]]:
@@ -55,7 +66,7 @@ def recipe_changes(saved: dict, new: dict) -> tuple[list[str], list[str]]:
     old_flat, new_flat = _flat(saved), _flat(new)
     allowed, refused = [], []
     for key in sorted(set(old_flat) | set(new_flat)):
-        old, value = old_flat.get(key, "<unset>"), new_flat.get(key, "<unset>")
+        old, value = old_flat.get(key, _UNSET), new_flat.get(key, _UNSET)
         if old == value:
             continue
         line = f"{key}: {old!r} -> {value!r}"

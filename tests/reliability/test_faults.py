@@ -118,7 +118,7 @@ def test_resume_with_a_changed_recipe(tmp_path: Path, data: Path, capsys) -> Non
     capsys.readouterr()
     assert main([*base, "model.backbone=resnet18", "views.0.size=20"]) == 2
     line = one_line_error(capsys.readouterr().err)
-    assert "model.backbone: 'resnet10t' -> 'resnet18'" in line and "views" in line
+    assert "model.backbone: 'resnet10t' -> 'resnet18'" in line and "views.0.size: 16 -> 20" in line
     assert (run / "recipe.yaml").read_bytes() == saved  # refused before anything was written
     assert main(["export", str(run)]) == 0  # the run is intact
     assert main([*base, "train.resume=false"]) == 2
