@@ -8,6 +8,7 @@ model turns it into a `LossOutput`, and the engine steps on it. `train(cfg)` ret
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -64,6 +65,7 @@ class _Run:
     folder: OpenRun
     total_steps: int = 0
     warmup_steps: int = 0
+    skipped_steps: int = 0  # optimizer steps skipped for non-finite gradients (this invocation)
 
     @property
     def run_dir(self) -> Path:
@@ -126,13 +128,43 @@ def _forward_backward(run: _Run, batch: Batch, step: int, epoch: int) -> tuple[t
                 divergence_message(run.folder.ckpt_dir, loss=loss_mean.item(), step=step + 1, epoch=epoch)
             )
         acc.backward(out.loss)
+        finite = True
         if acc.sync_gradients:
             _set_lr(run, step)
             if run.cfg.train.grad_clip:
                 acc.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
-        run.optimizer.step()
+            finite = _gradients_finite(run.optimizer)
+        if finite:
+            run.optimizer.step()
+        else:
+            _skip_step(run, step)
         run.optimizer.zero_grad(set_to_none=True)
     return loss_mean, out.logs
+
+
+def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient the optimizer would apply is finite (after the all-reduce: the same on every
+    process, so all of them step or skip together)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    if not grads:
+        return True
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: one foreach pass
+    norm = total_norm(grads) if total_norm else torch.stack([torch.linalg.vector_norm(g) for g in grads]).sum()
+    return bool(torch.isfinite(norm))
+
+
+def _skip_step(run: _Run, step: int) -> None:
+    """Leave the weights as they are for a step whose loss was finite but whose gradients were not (as AMP's
+    gradient scaler does); the first such step says why, `_finish` counts them."""
+    run.skipped_steps += 1
+    if run.skipped_steps == 1:
+        warnings.warn(
+            f"step {step + 1}: the loss is finite but some gradients are not; the optimizer step is skipped, as is "
+            "any later such step (counted at the end). A known cause: PyTorch's bf16 convolution on CPU can return "
+            "garbage weight gradients for 1x1 feature maps at stride 2 (views too small for the backbone); larger "
+            "views or train.mixed_precision=fp32 avoid it",
+            stacklevel=1,
+        )
 
 
 def _row(run: _Run, epoch: int, loss_mean: torch.Tensor, logs: dict) -> dict[str, float]:
@@ -240,6 +272,10 @@ def _loop(run: _Run, stop: StopRequests) -> int:
 def _finish(run: _Run, step: int, record: RunRecord) -> None:
     """Export the encoder (main process), record the end (run.json, skipped files), end the trackers."""
     acc, base, encoder = run.accelerator, run.data.base, None
+    if run.skipped_steps and acc.is_main_process:
+        warnings.warn(
+            f"{run.skipped_steps} optimizer step(s) of this run were skipped for non-finite gradients", stacklevel=1
+        )
     if acc.is_main_process:
         encoder = export_run(run.cfg, run.core.encoder, mean=base.mean, std=base.std, run_dir=run.run_dir, step=step)
     record.finish(step, encoder)

@@ -195,6 +195,35 @@ def test_accumulation_and_bf16_autocast_run(tmp_path: Path, data: Path) -> None:
     losses = _losses(run)
     assert len(losses) == 8  # 8 batches of 4 per epoch, 2 per optimizer step, 2 epochs
     assert all(torch.isfinite(torch.tensor(losses)))
+    # the tiny recipe's 16 px views reach layer4 as 1x1 maps, where bf16 CPU convolutions can return garbage
+    # weight gradients: such steps are skipped, so the weights stay finite and every checkpoint is written
+    assert {p.name for p in (run / "checkpoints").iterdir()} >= {"step-00000006", "step-00000008"}
+
+
+def test_a_step_with_non_finite_gradients_is_skipped(tmp_path: Path, data: Path, monkeypatch, recwarn) -> None:
+    # PyTorch's bf16 CPU convolution can return garbage weight gradients for 1x1 maps at stride 2 while the loss
+    # stays finite; a gradient hook makes step 2's gradients NaN the same way, deterministically
+    built, calls = engine.build_model, {"n": 0}
+
+    def poisoned(cfg, data):
+        model = built(cfg, data)
+
+        def hook(grad):
+            calls["n"] += 1
+            return grad * float("nan") if calls["n"] == 2 else grad
+
+        next(model.encoder.parameters()).register_hook(hook)
+        return model
+
+    monkeypatch.setattr(engine, "build_model", poisoned)
+    run = engine.train(_cfg(tmp_path, data, "skip", "train.max_steps=4", "train.save_every=2"))
+    losses = _losses(run)
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
+    messages = [str(w.message) for w in recwarn]
+    assert sum("step 2: the loss is finite but some gradients are not" in m for m in messages) == 1
+    assert "1 optimizer step(s) of this run were skipped for non-finite gradients" in messages
+    assert not any("not saving a checkpoint" in m for m in messages)  # the weights stayed finite
+    assert {p.name for p in (run / "checkpoints").iterdir()} >= {"step-00000002", "step-00000004"}
 
 
 def test_objective_histograms_reach_tensorboard(tmp_path: Path, data: Path) -> None:
