@@ -8,8 +8,7 @@ model turns it into a `LossOutput`, and the engine steps on it. `train(cfg)` ret
 from __future__ import annotations
 
 import os
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from ssl_toolkit.run_log import ProgressLog
 from ssl_toolkit.run_summary import RunRecord
 from ssl_toolkit.schedule import lr_factor, warmup_steps_for
 from ssl_toolkit.speed import apply_speed_settings, check_compiler
+from ssl_toolkit.step_guard import StepGuard
 from ssl_toolkit.trackers import accelerator_kwargs
 
 __all__ = ["NonFiniteLossError", "run_dir_of", "train"]
@@ -65,7 +65,7 @@ class _Run:
     folder: OpenRun
     total_steps: int = 0
     warmup_steps: int = 0
-    skipped_steps: int = 0  # optimizer steps skipped for non-finite gradients (this invocation)
+    guard: StepGuard = field(default_factory=StepGuard)  # skips steps with non-finite gradients
 
     @property
     def run_dir(self) -> Path:
@@ -113,14 +113,8 @@ def _forward_backward(run: _Run, batch: Batch, step: int, epoch: int) -> tuple[t
     """One micro-batch: loss, NaN guard, backward and (on accumulation boundaries) the optimizer step."""
     acc = run.accelerator
     with acc.accumulate(run.model):
-        ctx = StepContext(
-            step=step,
-            progress=step / run.total_steps,
-            n_global=run.data.n_global,
-            ids=batch.ids,
-            view_kinds=run.data.view_kinds,
-            extras=batch.extras,
-        )
+        ctx = StepContext(step=step, progress=step / run.total_steps, n_global=run.data.n_global, ids=batch.ids,
+                          view_kinds=run.data.view_kinds, extras=batch.extras)  # fmt: skip
         out = run.model(batch.views, ctx)
         loss_mean = acc.reduce(out.loss.detach(), reduction="mean")  # also keeps every process's guard in step
         if not torch.isfinite(loss_mean):  # step + 1: the step's number in metrics.csv
@@ -128,43 +122,14 @@ def _forward_backward(run: _Run, batch: Batch, step: int, epoch: int) -> tuple[t
                 divergence_message(run.folder.ckpt_dir, loss=loss_mean.item(), step=step + 1, epoch=epoch)
             )
         acc.backward(out.loss)
-        finite = True
         if acc.sync_gradients:
             _set_lr(run, step)
             if run.cfg.train.grad_clip:
                 acc.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
-            finite = _gradients_finite(run.optimizer)
-        if finite:
+        if not acc.sync_gradients or run.guard.allows(run.optimizer, step):  # after clipping, before the step
             run.optimizer.step()
-        else:
-            _skip_step(run, step)
         run.optimizer.zero_grad(set_to_none=True)
     return loss_mean, out.logs
-
-
-def _gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether every gradient the optimizer would apply is finite (after the all-reduce: the same on every
-    process, so all of them step or skip together)."""
-    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    if not grads:
-        return True
-    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6: one foreach pass
-    norm = total_norm(grads) if total_norm else torch.stack([torch.linalg.vector_norm(g) for g in grads]).sum()
-    return bool(torch.isfinite(norm))
-
-
-def _skip_step(run: _Run, step: int) -> None:
-    """Leave the weights as they are for a step whose loss was finite but whose gradients were not (as AMP's
-    gradient scaler does); the first such step says why, `_finish` counts them."""
-    run.skipped_steps += 1
-    if run.skipped_steps == 1:
-        warnings.warn(
-            f"step {step + 1}: the loss is finite but some gradients are not; the optimizer step is skipped, as is "
-            "any later such step (counted at the end). A known cause: PyTorch's bf16 convolution on CPU can return "
-            "garbage weight gradients for 1x1 feature maps at stride 2 (views too small for the backbone); larger "
-            "views or train.mixed_precision=fp32 avoid it",
-            stacklevel=1,
-        )
 
 
 def _row(run: _Run, epoch: int, loss_mean: torch.Tensor, logs: dict) -> dict[str, float]:
@@ -272,11 +237,8 @@ def _loop(run: _Run, stop: StopRequests) -> int:
 def _finish(run: _Run, step: int, record: RunRecord) -> None:
     """Export the encoder (main process), record the end (run.json, skipped files), end the trackers."""
     acc, base, encoder = run.accelerator, run.data.base, None
-    if run.skipped_steps and acc.is_main_process:
-        warnings.warn(
-            f"{run.skipped_steps} optimizer step(s) of this run were skipped for non-finite gradients", stacklevel=1
-        )
     if acc.is_main_process:
+        run.guard.close()
         encoder = export_run(run.cfg, run.core.encoder, mean=base.mean, std=base.std, run_dir=run.run_dir, step=step)
     record.finish(step, encoder)
     acc.wait_for_everyone()
