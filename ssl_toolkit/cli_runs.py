@@ -77,21 +77,19 @@ def _report(args: argparse.Namespace) -> int:
 def _check_eval_args(args: argparse.Namespace) -> None:
     """Refuse option values `eval` cannot use, in one line, before the encoder or any data is loaded."""
     from ssl_toolkit.data.datasets import DATASETS
-    from ssl_toolkit.errors import ConfigError, did_you_mean
+    from ssl_toolkit.errors import ConfigError, check_minimums, did_you_mean
 
     if args.dataset is not None and args.dataset not in DATASETS:
         raise ConfigError(
             f"unknown --dataset {args.dataset!r}{did_you_mean(args.dataset, DATASETS)}; "
             f"accepted: {', '.join(sorted(DATASETS))}"
         )
-    for flag, value, low in (
+    check_minimums((
         ("--size", args.size, 1), ("--max-train", args.max_train, 1), ("--max-test", args.max_test, 1),
         ("--batch-size", args.batch_size, 1), ("--linear-epochs", args.linear_epochs, 1),
         ("--rankme-samples", args.rankme_samples, 2), ("--lidar-samples", args.lidar_samples, 0),
         ("--lidar-views", args.lidar_views, 2),
-    ):  # fmt: skip
-        if value is not None and value < low:
-            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    ))  # fmt: skip
     bad = [lr for lr in args.linear_lrs if not lr > 0]
     if bad:
         raise ConfigError(f"--linear-lrs must all be > 0, got {bad[0]}")

@@ -29,3 +29,14 @@ def did_you_mean(word: str, choices: Iterable[object]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices`` (difflib), or an empty string."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_minimums(options: Iterable[tuple[str, float | None, float]]) -> None:
+    """Refuse the first ``(flag, value, lowest)`` whose value is below its lowest (None: not given).
+
+    Raises:
+        ConfigError: ``FLAG must be >= LOWEST, got VALUE``.
+    """
+    for flag, value, low in options:
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")

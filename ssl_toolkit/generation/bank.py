@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssl_toolkit.errors import ConfigError
+from ssl_toolkit.errors import ConfigError, check_minimums
 from ssl_toolkit.generation.images import FORMATS
 from ssl_toolkit.generation.loading import (
     check_model_folder,
@@ -156,9 +156,7 @@ def generate_bank(
     out = Path(out).expanduser().resolve()
     if image_format not in FORMATS:
         raise ConfigError(f"--format {image_format!r} is unknown; accepted: {', '.join(FORMATS)}")
-    for name, value in (("--variants", variants), ("--batch-size", batch_size), ("--size", size or 1)):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
+    check_minimums((("--variants", variants, 1), ("--batch-size", batch_size, 1), ("--size", size, 1)))
     if settings.needs_source:
         if num_unconditional is not None:
             raise ConfigError("--num-unconditional only applies to --generator unconditional")

@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ssl_toolkit.errors import ConfigError, did_you_mean
+from ssl_toolkit.errors import ConfigError, check_minimums, did_you_mean
 
 SELECT = ("rankme", "lidar", "alpha_req", "knn")  # = ssl_toolkit.sweep.agreement.SELECT (a test checks it)
 EVAL_TRAIN = 10_000  # = ssl_toolkit.sweep.trial.EVAL_TRAIN (a test checks it)
@@ -58,10 +58,8 @@ def _check(args: argparse.Namespace) -> None:
     if args.select not in SELECT:
         raise ConfigError(f"unknown --select {args.select!r}{did_you_mean(args.select, SELECT)}; accepted: "
                           f"{', '.join(SELECT)}")  # fmt: skip
-    for flag, value, low in (("--trial-steps", args.trial_steps, 1), ("--trials", args.trials, 1),
-                             ("--eval-train", args.eval_train, 0), ("--eval-test", args.eval_test, 0)):  # fmt: skip
-        if value is not None and value < low:
-            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    check_minimums((("--trial-steps", args.trial_steps, 1), ("--trials", args.trials, 1),
+                    ("--eval-train", args.eval_train, 0), ("--eval-test", args.eval_test, 0)))  # fmt: skip
 
 
 def build_spec(args: argparse.Namespace):  # noqa: ANN201 - returns ssl_toolkit.sweep.study.SweepSpec
