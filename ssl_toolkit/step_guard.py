@@ -3,7 +3,7 @@
 A NaN or Inf *loss* stops the run (`ssl_toolkit.checkpoint.divergence_message`). Non-finite *gradients* under a
 finite loss are a different failure: a numerical fault in one backward kernel, not a diverging run. Seen with
 PyTorch 2.14's bf16 convolutions on CPU: a stride-2 3x3 convolution over a 1x1 map returns garbage in the
-weight taps that only see padding in 1 to 2 calls in 10 (benchmarks/bf16_conv_grads.py). Applying such a step
+weight taps that only see padding in 5 to 54 % of calls (benchmarks/bf16_conv_grads.py). Applying such a step
 would leave NaN in weights that the forward never reads at that size, and every later checkpoint would be
 refused. As AMP's gradient scaler does for fp16 overflows, the step is skipped instead. Written here because
 accelerate only skips steps for its fp16 scaler, not for bf16 or fp32.
